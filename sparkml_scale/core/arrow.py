@@ -1,0 +1,178 @@
+"""Arrow <-> numpy conversion for Spark columns, without a Python object per row.
+
+Spark (4.x) hands ``VectorUDT`` columns to ``mapInArrow`` and Arrow UDFs as
+``struct<type: int8, size: int32, indices: list<int32>, values: list<float64>>``
+where ``type`` is 0 for a sparse and 1 for a dense vector (dense rows leave
+``size`` and ``indices`` null).  The functions here turn such a column into one
+numpy block -- a dense ``float64`` array of shape ``(n, d)`` or a
+``scipy.sparse.csr_matrix`` of shape ``(n, d)`` -- and back, with vectorised
+numpy code only.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+__all__ = [
+    "VECTOR_ARROW_TYPE",
+    "Block",
+    "vectors_to_block",
+    "block_to_vectors",
+    "dense_to_vectors",
+    "numeric_to_numpy",
+    "VectorColumnError",
+]
+
+Block = Union[np.ndarray, sp.csr_matrix]
+
+_INDEX_LIST = pa.list_(pa.field("element", pa.int32(), nullable=False))
+_VALUE_LIST = pa.list_(pa.field("element", pa.float64(), nullable=False))
+
+#: The Arrow type Spark uses for ``pyspark.ml.linalg.VectorUDT`` values.
+VECTOR_ARROW_TYPE = pa.struct(
+    [
+        pa.field("type", pa.int8(), nullable=False),
+        pa.field("size", pa.int32()),
+        pa.field("indices", _INDEX_LIST),
+        pa.field("values", _VALUE_LIST),
+    ]
+)
+
+
+class VectorColumnError(ValueError):
+    """A vector column holds nulls or vectors of different sizes."""
+
+
+def _combine(arr: Union[pa.Array, pa.ChunkedArray]) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.combine_chunks()
+    return arr
+
+
+def _list_parts(arr: pa.ListArray):
+    """Offsets (int64, starting at 0) and flat values of a list array, honouring slices."""
+    offsets = arr.offsets.to_numpy().astype(np.int64, copy=False)
+    start = offsets[0]
+    flat = arr.values.slice(start, offsets[-1] - start).to_numpy(zero_copy_only=False)
+    return offsets - start, flat
+
+
+def vectors_to_block(
+    arr: Union[pa.Array, pa.ChunkedArray],
+    column: str = "features",
+    size: Optional[int] = None,
+    dense: Optional[bool] = None,
+) -> Block:
+    """Convert an Arrow ``VectorUDT`` column to one numpy block.
+
+    Parameters
+    ----------
+    arr : pyarrow.StructArray
+        ``n`` vectors in Spark's Arrow layout (see module docstring).
+    column : str
+        Column name, used in error messages.
+    size : int, optional
+        Expected vector size ``d``; a different size raises.
+    dense : bool, optional
+        ``True`` always returns a dense array, ``False`` always CSR, ``None``
+        returns dense when every row is dense and CSR otherwise.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n, d), or scipy.sparse.csr_matrix (n, d)
+
+    Raises
+    ------
+    VectorColumnError
+        If the column holds nulls or vectors of different sizes.
+    """
+    arr = _combine(arr)
+    n = len(arr)
+    if arr.null_count:
+        raise VectorColumnError(f"column {column!r} holds {arr.null_count} null vector(s)")
+    kinds = arr.field("type").to_numpy(zero_copy_only=False)
+    offsets, values = _list_parts(arr.field("values"))
+    lengths = np.diff(offsets)
+    is_dense = kinds == 1
+    sizes = np.where(is_dense, lengths, arr.field("size").fill_null(-1).to_numpy(zero_copy_only=False))
+    if n == 0:
+        d = size if size is not None else 0
+    else:
+        d = int(sizes[0])
+        if (sizes != d).any():
+            other = int(sizes[sizes != d][0])
+            raise VectorColumnError(
+                f"column {column!r} holds vectors of different sizes ({d} and {other})"
+            )
+        if size is not None and d != size:
+            raise VectorColumnError(f"column {column!r} holds vectors of size {d}, expected {size}")
+    values = np.asarray(values, dtype=np.float64)
+    all_dense = bool(is_dense.all())
+    if all_dense and dense is not False:
+        return values.reshape(n, d)
+    # CSR: dense rows get indices 0..len-1, sparse rows keep theirs.
+    nnz = len(values)
+    pos = np.arange(nnz, dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    indices = pos.astype(np.int32)
+    if not all_dense:
+        _, sparse_idx = _list_parts(arr.field("indices"))
+        indices[np.repeat(~is_dense, lengths)] = sparse_idx
+    mat = sp.csr_matrix((values, indices, offsets), shape=(n, d))
+    if dense:
+        return mat.toarray()
+    return mat
+
+
+def dense_to_vectors(x: np.ndarray) -> pa.StructArray:
+    """Arrow ``VectorUDT`` column of dense vectors from a 2-d float array ``(n, d)``."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    n, d = x.shape
+    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32) if d else np.zeros(n + 1, np.int32))
+    values = pa.ListArray.from_arrays(offsets, pa.array(x.ravel()), type=_VALUE_LIST)
+    return pa.StructArray.from_arrays(
+        [
+            pa.array(np.ones(n, dtype=np.int8)),
+            pa.nulls(n, pa.int32()),
+            pa.nulls(n, _INDEX_LIST),
+            values,
+        ],
+        fields=list(VECTOR_ARROW_TYPE),
+    )
+
+
+def block_to_vectors(block: Block) -> pa.StructArray:
+    """Arrow ``VectorUDT`` column from a block: dense rows for an ndarray, sparse for CSR.
+
+    CSR rows keep their stored entries as they are (explicit zeros included);
+    indices within a row must already be sorted (``csr.has_sorted_indices``).
+    """
+    if not sp.issparse(block):
+        return dense_to_vectors(block)
+    csr = sp.csr_matrix(block)
+    n, d = csr.shape
+    offsets = pa.array(csr.indptr.astype(np.int32, copy=False))
+    return pa.StructArray.from_arrays(
+        [
+            pa.array(np.zeros(n, dtype=np.int8)),
+            pa.array(np.full(n, d, dtype=np.int32)),
+            pa.ListArray.from_arrays(offsets, pa.array(csr.indices.astype(np.int32, copy=False)), type=_INDEX_LIST),
+            pa.ListArray.from_arrays(offsets, pa.array(csr.data.astype(np.float64, copy=False)), type=_VALUE_LIST),
+        ],
+        fields=list(VECTOR_ARROW_TYPE),
+    )
+
+
+def numeric_to_numpy(arr: Union[pa.Array, pa.ChunkedArray], dtype=np.float64) -> np.ndarray:
+    """A numeric or boolean Arrow column as a numpy array; nulls become NaN."""
+    arr = _combine(arr)
+    if pa.types.is_boolean(arr.type):
+        arr = arr.cast(pa.int8())
+    if pa.types.is_decimal(arr.type):
+        arr = arr.cast(pa.float64())
+    out = arr.to_numpy(zero_copy_only=False)
+    if arr.null_count:
+        out = np.where(arr.is_null().to_numpy(zero_copy_only=False), np.nan, out.astype(np.float64))
+    return np.asarray(out, dtype=dtype)

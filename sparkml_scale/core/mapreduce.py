@@ -1,0 +1,146 @@
+"""Map-reduce over DataFrame partitions with DataFrame APIs only (no RDD, no SparkContext).
+
+Step 1 (map): ``mapInArrow`` runs a function over each partition's Arrow
+record batches and emits one small *partial* per partition: a list of numpy
+arrays, serialised as raw bytes (no pickle).
+
+Step 2 (reduce): partials are summed element-wise.  With ``depth >= 2`` and
+many partitions the sums run as a tree on the executors (``groupBy`` +
+``applyInArrow`` per level, like ``RDD.treeAggregate``), so the driver receives
+at most about ``P ** (1 / depth)`` partials.
+
+All of this is plain DataFrame API, so it runs on classic Spark and on Spark
+Connect alike.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["encode_arrays", "decode_arrays", "tree_aggregate", "PARTIAL_SCHEMA"]
+
+PARTIAL_SCHEMA = "pid long, payload binary"
+_PARTIAL_ARROW = pa.schema([("pid", pa.int64()), ("payload", pa.binary())])
+_ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "|i1", "|u1", "|b1", "<u4", "<u8"}
+
+
+def encode_arrays(arrays: Sequence[np.ndarray]) -> bytes:
+    """Serialise numeric arrays to bytes: a JSON header (dtype, shape) then raw buffers."""
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    header = json.dumps([[a.dtype.str, list(a.shape)] for a in arrays]).encode()
+    parts = [len(header).to_bytes(8, "little"), header]
+    parts.extend(a.tobytes() for a in arrays)
+    return b"".join(parts)
+
+
+def decode_arrays(buf: bytes) -> List[np.ndarray]:
+    """Inverse of :func:`encode_arrays`; arrays are read-only views of ``buf``.
+
+    Raises ``ValueError`` on a malformed buffer or a non-numeric dtype.
+    """
+    mv = memoryview(buf)
+    if len(mv) < 8:
+        raise ValueError("corrupt array payload: too short")
+    hlen = int.from_bytes(mv[:8], "little")
+    try:
+        header = json.loads(bytes(mv[8 : 8 + hlen]))
+    except ValueError as exc:
+        raise ValueError("corrupt array payload: bad header") from exc
+    pos = 8 + hlen
+    out = []
+    for dtype, shape in header:
+        if dtype not in _ALLOWED_DTYPES:
+            raise ValueError(f"corrupt array payload: dtype {dtype!r} not allowed")
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        nbytes = count * dt.itemsize
+        if pos + nbytes > len(mv):
+            raise ValueError("corrupt array payload: truncated")
+        out.append(np.frombuffer(mv[pos : pos + nbytes], dtype=dt).reshape(shape))
+        pos += nbytes
+    return out
+
+
+def _partition_id() -> int:
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return ctx.partitionId() if ctx is not None else 0
+
+
+def _sum_partials(payloads: Iterable[bytes]) -> Optional[List[np.ndarray]]:
+    acc: Optional[List[np.ndarray]] = None
+    for p in payloads:
+        if not p:
+            continue
+        arrays = decode_arrays(p)
+        if acc is None:
+            acc = [np.array(a, copy=True) for a in arrays]
+        else:
+            for a, b in zip(acc, arrays):
+                a += b
+    return acc
+
+
+def _one_row(pid: int, payload: bytes) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array([pid], pa.int64()), pa.array([payload], pa.binary())], schema=_PARTIAL_ARROW
+    )
+
+
+def tree_aggregate(
+    df,
+    partial_fn: Callable[[Iterator[pa.RecordBatch]], Optional[Sequence[np.ndarray]]],
+    depth: int = 2,
+    num_partitions: Optional[int] = None,
+) -> Tuple[Optional[List[np.ndarray]], int]:
+    """Sum per-partition partial results of ``partial_fn`` over ``df``.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        Input data (classic or Spark Connect).
+    partial_fn : callable
+        Receives an iterator of ``pyarrow.RecordBatch`` (one partition) and
+        returns a list of numpy arrays (the partial), or ``None`` for nothing.
+        It runs on the executors and must be picklable by cloudpickle.
+    depth : int
+        Tree depth (Spark's ``aggregationDepth``); 1 sends every partial to the driver.
+    num_partitions : int, optional
+        Number of partitions of ``df`` if known (e.g. from an earlier pass);
+        needed to plan a tree of depth >= 2.
+
+    Returns
+    -------
+    (arrays, num_partitions) : the element-wise sums (``None`` if every partition
+    returned ``None``) and the number of partials that reached the driver when
+    ``depth == 1``/unknown partitions, i.e. the partition count of ``df``.
+    """
+
+    def mapper(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        res = partial_fn(batches)
+        yield _one_row(_partition_id(), encode_arrays(res) if res is not None else b"")
+
+    partials = df.mapInArrow(mapper, PARTIAL_SCHEMA)
+    if depth >= 2 and num_partitions is not None and num_partitions > 2:
+        from pyspark.sql import functions as F
+
+        scale = max(int(math.ceil(num_partitions ** (1.0 / depth))), 2)
+        cur = num_partitions
+        while cur > scale + int(math.ceil(cur / scale)):
+            cur = int(math.ceil(cur / scale))
+            partials = partials.withColumn("pid", F.col("pid") % F.lit(cur)).groupBy("pid").applyInArrow(
+                _combine_group, PARTIAL_SCHEMA
+            )
+    rows = partials.collect()
+    return _sum_partials(r["payload"] for r in rows), len(rows)
+
+
+def _combine_group(table: pa.Table) -> pa.Table:
+    pid = table.column("pid")[0].as_py() if table.num_rows else 0
+    acc = _sum_partials(table.column("payload").to_pylist())
+    return pa.Table.from_batches([_one_row(pid, encode_arrays(acc) if acc is not None else b"")])

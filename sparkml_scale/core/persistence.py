@@ -1,0 +1,172 @@
+"""Saving and loading stages without pickle.
+
+Layout of a saved stage (the same as pyspark.ml's ``DefaultParamsWriter`` so
+that ``Pipeline``/``PipelineModel`` persistence finds it):
+
+- ``path/metadata``: one JSON line (class, uid, params, Spark and package versions)
+- ``path/data`` (models only): a Parquet table with one row per numeric array:
+  ``name string, dtype string, shape array<bigint>, data binary`` (raw
+  little-endian bytes).  Only a fixed set of numeric dtypes is accepted on load.
+
+Everything is written and read through DataFrame APIs, so it works on any
+Hadoop-compatible filesystem and under Spark Connect.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional, Type
+
+import numpy as np
+from pyspark.ml.util import (
+    DefaultParamsReader,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+)
+
+from .._version import __version__
+
+__all__ = [
+    "ParamsWriter",
+    "ParamsReader",
+    "ParamsReadWrite",
+    "ArrayModelReadWrite",
+    "ModelLoadError",
+]
+
+_DTYPES = {"float64", "float32", "int64", "int32", "int8", "bool"}
+_ARRAY_SCHEMA = "name string, dtype string, shape array<bigint>, data binary"
+
+
+class ModelLoadError(ValueError):
+    """A saved stage is missing, corrupted, of another class or from a newer package version."""
+
+
+def _version_tuple(v: str):
+    out = []
+    for part in v.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
+class ParamsWriter(DefaultParamsWriter):
+    """Writes params as JSON metadata (plus numeric arrays for models).
+
+    ``overwrite()`` works under Spark Connect too (no JVM call).
+    """
+
+    def save(self, path: str) -> None:
+        if not isinstance(path, str):
+            raise TypeError(f"path should be a string, got {type(path).__name__}")
+        spark = self.sparkSession
+        if self.shouldOverwrite:
+            # An empty overwrite clears the directory through the DataFrame writer.
+            spark.createDataFrame([], "value string").write.mode("overwrite").text(path)
+        elif _path_exists(spark, path):
+            raise FileExistsError(
+                f"path {path!r} already exists; use write().overwrite().save(path) to replace it"
+            )
+        self.saveImpl(path)
+
+    def saveImpl(self, path: str) -> None:
+        inst = self.instance
+        extra = {"sparkmlScaleVersion": __version__}
+        extra.update(getattr(inst, "_extra_metadata", lambda: {})())
+        DefaultParamsWriter.saveMetadata(inst, path, self.sparkSession, extraMetadata=extra)
+        arrays = getattr(inst, "_model_arrays", None)
+        if arrays is not None:
+            rows = []
+            for name, arr in arrays().items():
+                a = np.ascontiguousarray(arr)
+                if a.dtype.name not in _DTYPES:
+                    raise TypeError(f"cannot save array {name!r} of dtype {a.dtype}")
+                rows.append((name, a.dtype.name, list(a.shape), a.astype(a.dtype.newbyteorder("<")).tobytes()))
+            self.sparkSession.createDataFrame(rows, _ARRAY_SCHEMA).coalesce(1).write.parquet(
+                os.path.join(path, "data")
+            )
+
+
+def _path_exists(spark, path: str) -> bool:
+    try:
+        spark.read.text(os.path.join(path, "metadata")).limit(1).collect()
+        return True
+    except Exception:
+        return False
+
+
+class ParamsReader(MLReader):
+    """Loads what :class:`ParamsWriter` wrote, checking class and version first."""
+
+    def __init__(self, cls: Type):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str):
+        spark = self.sparkSession
+        try:
+            metadata = DefaultParamsReader.loadMetadata(path, spark)
+        except Exception as exc:  # missing dir, not text, not JSON
+            raise ModelLoadError(
+                f"cannot read saved stage metadata at {path!r}: not a saved sparkml_scale stage "
+                f"({type(exc).__name__})"
+            ) from None
+        expected = self.cls.__module__ + "." + self.cls.__name__
+        found = metadata.get("class")
+        if found != expected:
+            raise ModelLoadError(f"{path!r} holds a {found!r}, not a {expected!r}")
+        saved_version = metadata.get("sparkmlScaleVersion")
+        if saved_version is None:
+            raise ModelLoadError(f"{path!r} was not written by sparkml_scale (no version in metadata)")
+        if _version_tuple(saved_version)[:2] > _version_tuple(__version__)[:2]:
+            raise ModelLoadError(
+                f"{path!r} was saved by sparkml_scale {saved_version}, newer than the installed "
+                f"{__version__}; upgrade the package to load it"
+            )
+        arrays: Optional[Dict[str, np.ndarray]] = None
+        if hasattr(self.cls, "_from_arrays"):
+            arrays = _read_arrays(spark, os.path.join(path, "data"))
+            instance = self.cls._from_arrays(arrays, metadata)
+        else:
+            instance = self.cls()
+        instance._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(instance, metadata)
+        return instance
+
+
+def _read_arrays(spark, path: str) -> Dict[str, np.ndarray]:
+    try:
+        rows = spark.read.schema(_ARRAY_SCHEMA).parquet(path).collect()
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read model data at {path!r} ({type(exc).__name__})") from None
+    out: Dict[str, np.ndarray] = {}
+    for r in rows:
+        if r["dtype"] not in _DTYPES or r["shape"] is None or r["data"] is None:
+            raise ModelLoadError(f"model data at {path!r} is corrupted (array {r['name']!r})")
+        dt = np.dtype(r["dtype"]).newbyteorder("<")
+        shape = tuple(int(s) for s in r["shape"])
+        if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(r["data"]):
+            raise ModelLoadError(f"model data at {path!r} is corrupted (array {r['name']!r} size)")
+        out[r["name"]] = np.frombuffer(r["data"], dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
+    return out
+
+
+class ParamsReadWrite(MLReadable, MLWritable):
+    """Mixin: ``save``/``load``/``write``/``read`` for stages, JSON + numeric arrays, no pickle."""
+
+    def write(self) -> ParamsWriter:
+        return ParamsWriter(self)
+
+    @classmethod
+    def read(cls) -> ParamsReader:
+        return ParamsReader(cls)
+
+
+# Models mix in the same class; they add ``_model_arrays()`` and ``_from_arrays()``.
+ArrayModelReadWrite = ParamsReadWrite
+
+
+def dumps_json(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))

@@ -1,0 +1,95 @@
+"""SparkSession defaults for local use and spark-submit."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict, Optional
+
+__all__ = ["get_session", "is_connect", "local_defaults"]
+
+
+def local_defaults(cores: Optional[int] = None) -> Dict[str, str]:
+    """Spark settings this package expects: Arrow on, shuffle partitions sized to the cores."""
+    cores = cores or os.cpu_count() or 2
+    return {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+        "spark.sql.shuffle.partitions": str(max(2 * cores, 4)),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.python.worker.reuse": "true",
+    }
+
+
+def _set_python_env() -> None:
+    # Executors must run this interpreter (it has the package and its deps).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def get_session(
+    app_name: str = "sparkml_scale",
+    master: Optional[str] = None,
+    remote: Optional[str] = None,
+    conf: Optional[Dict[str, str]] = None,
+    log_level: str = "WARN",
+):
+    """Return the active SparkSession or start one with this package's defaults.
+
+    Parameters
+    ----------
+    app_name : str
+        Application name for a new session.
+    master : str, optional
+        Master URL for a new classic session (default ``local[*]`` unless
+        ``spark-submit``/``SPARK_REMOTE`` already chose one).
+    remote : str, optional
+        Spark Connect URL, e.g. ``"sc://host:15002"`` or ``"local[2]"`` to start
+        a local Connect server.
+    conf : dict, optional
+        Extra Spark settings; they override the defaults.
+
+    Notes
+    -----
+    Sets ``PYSPARK_PYTHON``/``PYSPARK_DRIVER_PYTHON`` to ``sys.executable`` when
+    unset, so local executors import the same packages as the driver.  An
+    already running session (spark-submit, notebooks) is returned as it is,
+    apart from the runtime SQL settings above.
+    """
+    _set_python_env()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    settings = dict(local_defaults())
+    if conf:
+        settings.update(conf)
+    if active is not None:
+        for k in ("spark.sql.execution.arrow.pyspark.enabled",):
+            active.conf.set(k, settings[k])
+        return active
+    builder = SparkSession.builder.appName(app_name)
+    if remote:
+        builder = builder.remote(remote)
+    elif master:
+        builder = builder.master(master)
+    elif not _launched_by_spark():
+        builder = builder.master("local[*]")
+    for k, v in settings.items():
+        if remote and not k.startswith("spark.sql"):
+            continue  # static settings cannot be changed through Connect
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    if not is_connect(spark):
+        spark.sparkContext.setLogLevel(log_level)
+    return spark
+
+
+def _launched_by_spark() -> bool:
+    # spark-submit starts the Python driver with a JVM gateway already running
+    # (PYSPARK_GATEWAY_PORT) and its own master; SPARK_REMOTE selects Connect.
+    return any(k in os.environ for k in ("PYSPARK_GATEWAY_PORT", "SPARK_REMOTE", "MASTER"))
+
+
+def is_connect(spark) -> bool:
+    """True for a Spark Connect session."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")

@@ -1,0 +1,4 @@
+"""Feature transformers."""
+from .hasher import FeatureHasher
+
+__all__ = ["FeatureHasher"]
