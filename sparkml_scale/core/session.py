@@ -75,7 +75,7 @@ def get_session(
     elif not _launched_by_spark():
         builder = builder.master("local[*]")
     for k, v in settings.items():
-        if remote and not k.startswith("spark.sql"):
+        if remote and (not k.startswith("spark.sql") or "fallback" in k):
             continue  # static settings cannot be changed through Connect
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
