@@ -13,9 +13,8 @@ Hadoop-compatible filesystem and under Spark Connect.
 """
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Dict, Optional, Type
+from typing import Dict, Optional, Type
 
 import numpy as np
 from pyspark.ml.util import (
@@ -90,6 +89,9 @@ class ParamsWriter(DefaultParamsWriter):
 
 
 def _path_exists(spark, path: str) -> bool:
+    if "://" not in path or path.startswith("file://"):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        return os.path.exists(local)
     try:
         spark.read.text(os.path.join(path, "metadata")).limit(1).collect()
         return True
@@ -167,6 +169,3 @@ class ParamsReadWrite(MLReadable, MLWritable):
 # Models mix in the same class; they add ``_model_arrays()`` and ``_from_arrays()``.
 ArrayModelReadWrite = ParamsReadWrite
 
-
-def dumps_json(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))

@@ -74,6 +74,9 @@ def get_session(
         builder = builder.master(master)
     elif not _launched_by_spark():
         builder = builder.master("local[*]")
+    if not remote and not _launched_by_spark():
+        # Local mode runs driver and executors in one JVM: 1g (Spark's default) is too small.
+        settings.setdefault("spark.driver.memory", os.environ.get("SPARKML_SCALE_DRIVER_MEMORY", "4g"))
     for k, v in settings.items():
         if remote and (not k.startswith("spark.sql") or "fallback" in k):
             continue  # static settings cannot be changed through Connect
