@@ -54,7 +54,7 @@ from pyspark.ml.param.shared import (
 from pyspark.sql import types as T
 
 from ..core.arrow import dense_to_vectors, vectors_to_block
-from ..core.blocks import block_stats, iter_blocks, make_blocks
+from ..core.blocks import iter_blocks, make_blocks
 from ..core.mapreduce import tree_aggregate
 from ..core.persistence import ParamsReadWrite
 from ..core.schema import check_column, check_new_column, check_numeric_column, check_vector_column
@@ -255,13 +255,13 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
         self._check_schema(dataset.schema)
         t0 = time.perf_counter()
         fcol, lcol, wcol = self.getFeaturesCol(), self.getLabelCol(), self._weight_col()
-        blocks = make_blocks(dataset, fcol, lcol, wcol)
+        data = make_blocks(dataset, fcol, lcol, wcol, num_label_slots=2, depth=self.getAggregationDepth())
         try:
-            stats = block_stats(blocks, num_label_slots=2)
+            stats = data.stats
             _check_stats(stats, fcol, lcol, wcol)
-            coef, intercept, history = self._train(blocks, stats)
+            coef, intercept, history = self._train(data.blocks, stats)
         finally:
-            blocks.unpersist()
+            data.unpersist()
         model = LogisticRegressionModel._create(coef, intercept)
         self._copyValues(model)
         model._summary = BinaryLogisticRegressionTrainingSummary(

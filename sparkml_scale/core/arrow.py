@@ -126,6 +126,28 @@ def vectors_to_block(
     return mat
 
 
+def lists_to_dense(
+    arr: Union[pa.Array, pa.ChunkedArray], column: str = "features", size: Optional[int] = None
+) -> np.ndarray:
+    """A ``list<float64>`` column of equal-length lists (e.g. ``vector_to_array(v)``) as ``(n, d)``.
+
+    Raises ``VectorColumnError`` on nulls or lists of different lengths.
+    """
+    arr = _combine(arr)
+    n = len(arr)
+    if arr.null_count:
+        raise VectorColumnError(f"column {column!r} holds {arr.null_count} null vector(s)")
+    offsets, values = _list_parts(arr)
+    lengths = np.diff(offsets)
+    d = int(lengths[0]) if n else (size or 0)
+    if n and (lengths != d).any():
+        other = int(lengths[lengths != d][0])
+        raise VectorColumnError(f"column {column!r} holds vectors of different sizes ({d} and {other})")
+    if size is not None and n and d != size:
+        raise VectorColumnError(f"column {column!r} holds vectors of size {d}, expected {size}")
+    return np.asarray(values, dtype=np.float64).reshape(n, d)
+
+
 def dense_to_vectors(x: np.ndarray) -> pa.StructArray:
     """Arrow ``VectorUDT`` column of dense vectors from a 2-d float array ``(n, d)``."""
     x = np.ascontiguousarray(x, dtype=np.float64)

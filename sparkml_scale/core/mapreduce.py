@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["encode_arrays", "decode_arrays", "tree_aggregate", "PARTIAL_SCHEMA"]
+__all__ = ["encode_arrays", "decode_arrays", "tree_aggregate", "reduce_partials", "PARTIAL_SCHEMA"]
 
 PARTIAL_SCHEMA = "pid long, payload binary"
 _PARTIAL_ARROW = pa.schema([("pid", pa.int64()), ("payload", pa.binary())])
@@ -126,6 +126,12 @@ def tree_aggregate(
         yield _one_row(_partition_id(), encode_arrays(res) if res is not None else b"")
 
     partials = df.mapInArrow(mapper, PARTIAL_SCHEMA)
+    return reduce_partials(partials, depth, num_partitions)
+
+
+def reduce_partials(partials, depth: int = 2, num_partitions: Optional[int] = None):
+    """Sum a DataFrame of encoded partials (schema :data:`PARTIAL_SCHEMA`, one row per
+    partition) as a tree of ``depth`` levels; returns ``(arrays, rows_reaching_driver)``."""
     if depth >= 2 and num_partitions is not None and num_partitions > 2:
         from pyspark.sql import functions as F
 

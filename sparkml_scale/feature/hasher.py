@@ -1,0 +1,539 @@
+"""Arrow-vectorised feature hashing, output-identical to ``pyspark.ml.feature.FeatureHasher``.
+
+The per-batch work (:func:`hash_batch`) is plain numpy/pyarrow: every column of a
+batch is dictionary-encoded, MurmurHash3 runs once per *distinct* term (never
+once per row), and the sparse rows are assembled with numpy into one CSR block
+that :func:`sparkml_scale.core.arrow.block_to_vectors` turns into Spark's Arrow
+``VectorUDT`` layout.
+"""
+from __future__ import annotations
+
+import warnings
+from decimal import Decimal
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import mmh3
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCols, HasNumFeatures, HasOutputCol
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from ..core.arrow import block_to_vectors
+from ..core.persistence import ParamsReadWrite
+from ..core.schema import check_column, check_new_column
+
+__all__ = ["FeatureHasher", "hash_batch", "SEED", "SIGN_SEED"]
+
+#: MurmurHash3 x86_32 seed of the index hash (Spark's ``FeatureHasher.seed``).
+SEED = 42
+#: Seed of the second MurmurHash3 x86_32 whose sign bit gives the sign when ``signed=True``.
+#: 0 is scikit-learn's seed, so the sign of a term is the one scikit-learn's
+#: ``FeatureHasher(alternate_sign=True)`` gives the same term string.
+SIGN_SEED = 0
+
+# Column plans computed on the driver and shipped to the Python workers.
+_NUM = "num"  # numeric, not categorical: value at hash(colName)
+_DEC = "dec"  # decimal, not categorical: as _NUM, exact BigDecimal.doubleValue
+_BOOL = "bool"  # boolean: "col=true" / "col=false"
+_STR = "str"  # string (also float/double categorical, cast to string by Spark)
+_INT = "int"  # integral categorical: "col=<int>"
+_DECCAT = "deccat"  # decimal categorical: "col=<java.math.BigDecimal.toString()>"
+_ARR = "arr"  # array<string>: one "col=<element>" per non-null element
+
+_INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+_CACHE_LIMIT = 1 << 16  # distinct values remembered per column and worker process
+
+
+def _java_term_hash(term: bytes, n: int, signed: bool) -> Tuple[int, float]:
+    h = mmh3.hash(term, SEED, True)
+    value = 1.0
+    if signed and mmh3.hash(term, SIGN_SEED, True) < 0:
+        value = -1.0
+    return h % n, value  # Python's % of a positive n == Spark's Utils.nonNegativeMod
+
+
+def _hash_terms(terms: List[bytes], n: int, signed: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Index (int64) and value (+-1.0) arrays of the terms: one mmh3 call per term (two if signed)."""
+    h = np.fromiter((mmh3.hash(t, SEED, True) for t in terms), dtype=np.int64, count=len(terms))
+    idx = np.mod(h, n)  # numpy's mod of a positive n is non-negative, as Utils.nonNegativeMod
+    if signed:
+        s = np.fromiter((mmh3.hash(t, SIGN_SEED, True) for t in terms), dtype=np.int64, count=len(terms))
+        val = np.where(s < 0, -1.0, 1.0)
+    else:
+        val = np.ones(len(terms), dtype=np.float64)
+    return idx, val
+
+
+def _decimal_text(d: Decimal) -> str:
+    # Python's Decimal.__str__ and java.math.BigDecimal.toString() both follow the
+    # General Decimal Arithmetic "to-scientific-string" rules: "1.50", "1E-10", "0E-10".
+    return str(d)
+
+
+def _term_texts(prefix: bytes, values: pa.Array) -> List[bytes]:
+    """UTF-8 bytes of ``prefix + text(value)`` for distinct, non-null values."""
+    t = values.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        # the raw bytes, as UTF8String.getBytes (no decoding, so no surprise on bad UTF-8)
+        values = values.cast(pa.large_binary() if pa.types.is_large_string(t) else pa.binary())
+        return [prefix + v for v in values.to_pylist()]
+    if pa.types.is_decimal(t):
+        return [prefix + _decimal_text(v).encode() for v in values.to_pylist()]
+    if pa.types.is_integer(t):
+        return [prefix + str(v).encode() for v in values.to_pylist()]
+    out = []
+    for v in values.to_pylist():  # string_view and other string-like Arrow types
+        out.append(prefix + (v if isinstance(v, bytes) else str(v).encode("utf-8")))
+    return out
+
+
+class _Terms:
+    """Distinct values of one column seen by this worker, with their index and value."""
+
+    __slots__ = ("values", "idx", "val")
+
+    def __init__(self, values: pa.Array, idx: np.ndarray, val: np.ndarray):
+        self.values, self.idx, self.val = values, idx, val
+
+
+# Per-process cache: (term prefix, Arrow type, n, signed) -> _Terms.  Python workers are
+# reused between tasks, so each distinct value of a column is hashed once per worker,
+# not once per batch; lookups are one vectorised ``pc.index_in`` per batch.  A column's
+# cache restarts from the current batch's values when it would exceed _CACHE_LIMIT,
+# so memory stays bounded for high-cardinality columns.
+_TERM_CACHE: Dict[Tuple[bytes, str, int, bool], _Terms] = {}
+
+
+def _categorical(arr: pa.Array, prefix: bytes, n: int, signed: bool):
+    """(rows or None for all rows, indices, values) of a categorical column.
+
+    Only values new to this worker are turned into text and hashed (once each);
+    all others are looked up with Arrow's vectorised ``index_in``.
+    """
+    key = (prefix, str(arr.type), n, signed)
+    known = _TERM_CACHE.get(key)
+    pos = pc.index_in(arr, value_set=known.values) if known is not None else None
+    if pos is None or pos.null_count > arr.null_count:  # values new to this worker
+        if known is not None:
+            new = pc.unique(arr.filter(pc.and_(pos.is_null(), arr.is_valid())))
+            if len(known.values) + len(new) > _CACHE_LIMIT:
+                known = None  # restart from this batch's values
+        if known is None:
+            new = pc.unique(pc.drop_null(arr))
+        idx, val = _hash_terms(_term_texts(prefix, new), n, signed)
+        if known is None:
+            known = _Terms(new, idx, val)
+        else:
+            known = _Terms(
+                pa.concat_arrays([known.values, new]),
+                np.concatenate([known.idx, idx]),
+                np.concatenate([known.val, val]),
+            )
+        _TERM_CACHE[key] = known
+        pos = pc.index_in(arr, value_set=known.values)
+    rows = _valid_rows(pos)
+    if rows is not None:
+        pos = pc.drop_null(pos)
+    codes = pos.to_numpy(zero_copy_only=False)
+    return rows, known.idx[codes], known.val[codes]
+
+
+def _valid_rows(arr: pa.Array) -> Optional[np.ndarray]:
+    """Positions of the non-null entries, or None when there are no nulls."""
+    if arr.null_count == 0:
+        return None
+    return np.flatnonzero(arr.is_valid().to_numpy(zero_copy_only=False))
+
+
+def _decimal_to_double(arr: pa.Array) -> np.ndarray:
+    """Non-null decimal128 values as float64, rounded exactly as BigDecimal.doubleValue.
+
+    Java (and Python's ``float(Decimal)``) round correctly; Arrow's own cast does not
+    always.  Unscaled values below 2**52 with a scale of at most 22 are divided by an
+    exact power of ten (one correctly rounded IEEE division, as the JDK does); the
+    rest go through ``float(Decimal)``.
+    """
+    n = len(arr)
+    scale = arr.type.scale
+    if n == 0:
+        return np.empty(0, dtype=np.float64)
+    if isinstance(arr.type, pa.Decimal128Type) and 0 <= scale <= 22:
+        raw = np.frombuffer(arr.buffers()[1], dtype="<i8", count=2 * (arr.offset + n))
+        raw = raw[2 * arr.offset:].reshape(n, 2)
+        lo, hi = raw[:, 0], raw[:, 1]
+        fast = (hi == (lo >> 63)) & (lo > -(1 << 52)) & (lo < (1 << 52))
+        out = lo.astype(np.float64) / (10.0 ** scale)
+        if fast.all():
+            return out
+        slow = np.flatnonzero(~fast)
+        out[slow] = [float(d) for d in arr.take(pa.array(slow)).to_pylist()]
+        return out
+    return np.array([float(d) for d in arr.to_pylist()], dtype=np.float64)
+
+
+def _column_entries(arr: pa.Array, plan: tuple, n: int, signed: bool):
+    """(rows, indices, values) of one column; ``rows`` is None when every row has an entry.
+
+    ``indices`` may be a Python int (the same index for all rows); ``values`` float64.
+    """
+    kind, prefix, const = plan
+    if kind in (_NUM, _DEC):
+        rows = _valid_rows(arr)
+        if rows is not None:
+            arr = pc.drop_null(arr)
+        if kind == _DEC:
+            values = _decimal_to_double(arr)
+        else:
+            values = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        index, sign = const
+        if sign != 1.0:
+            values = values * sign
+        return rows, index, values
+    if kind == _BOOL:
+        rows = _valid_rows(arr)
+        if rows is not None:
+            arr = pc.drop_null(arr)
+        flags = arr.to_numpy(zero_copy_only=False).astype(bool, copy=False)
+        (i_false, v_false), (i_true, v_true) = const
+        return rows, np.where(flags, i_true, i_false), np.where(flags, v_true, v_false)
+    if kind in (_STR, _INT, _DECCAT):
+        return _categorical(arr, prefix, n, signed)
+    if kind == _ARR:
+        flat = pc.list_flatten(arr)
+        parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        sub_rows, idx, val = _categorical(flat, prefix, n, signed)
+        return (parents if sub_rows is None else parents[sub_rows]), idx, val
+    raise AssertionError(f"unknown column plan {kind!r}")
+
+
+def hash_batch(batch: pa.StructArray, plans: Sequence[tuple], n: int, signed: bool = False) -> sp.csr_matrix:
+    """Hash one Arrow batch (a struct with one field per input column) into a CSR block.
+
+    Returns a ``(len(batch), n)`` float64 ``csr_matrix`` with sorted indices; entries
+    that hash to the same index in a row are summed in input-column order (as
+    Spark's ``OpenHashMap.changeValue``: the first value, then ``+=`` each next one,
+    so even the rounding is Spark's), and entries whose sum is 0.0 are kept.
+    """
+    if isinstance(batch, pa.ChunkedArray):
+        batch = batch.combine_chunks()
+    nrows = len(batch)
+    entries = [_column_entries(batch.field(i), plan, n, signed) for i, plan in enumerate(plans)]
+    if any(plan[0] == _ARR for plan in plans):
+        return _assemble_any(entries, nrows, n)
+    return _assemble_one_per_column(entries, nrows, n)
+
+
+def _assemble_one_per_column(entries, nrows: int, n: int) -> sp.csr_matrix:
+    """CSR from at most one entry per row and column (no array columns).
+
+    Each row's entries are sorted as keys ``index * k + column`` (k columns), which
+    orders by index and, within an index, by column -- the order Spark sums in.
+    """
+    k = len(entries)
+    full = all(rows is None for rows, _, _ in entries)
+    keys = np.empty((nrows, k), dtype=np.int64)
+    vals = np.empty((nrows, k), dtype=np.float64)
+    if not full:
+        keys[...] = n * k  # "no entry": sorts after every real key
+    for j, (rows, idx, val) in enumerate(entries):
+        if rows is None:
+            keys[:, j] = np.asarray(idx, dtype=np.int64) * k + j
+            vals[:, j] = val
+        else:
+            keys[rows, j] = np.asarray(idx, dtype=np.int64) * k + j
+            vals[rows, j] = val
+    if k > 1:
+        keys.sort(axis=1)
+    idx = keys // k
+    col = keys - idx * k
+    if not full:
+        col[keys >= n * k] = 0  # any column: its value is dropped below
+    vals = np.take_along_axis(vals, col, axis=1) if k > 1 else vals
+    present = None if full else keys < n * k
+    if k > 1:
+        dup = idx[:, 1:] == idx[:, :-1]
+        if not full:
+            dup &= present[:, 1:]
+        if dup.any():
+            # Collisions: add each duplicate into the first entry of its run, left to right.
+            rows_d = np.flatnonzero(dup.any(axis=1))
+            sub_dup = dup[rows_d]
+            sub_vals = vals[rows_d]
+            start = np.zeros(len(rows_d), dtype=np.int64)
+            for j in range(1, k):
+                d = sub_dup[:, j - 1]
+                start = np.where(d, start, j)
+                r = np.flatnonzero(d)
+                sub_vals[r, start[r]] += sub_vals[r, j]
+            vals[rows_d] = sub_vals
+            keep = np.ones((nrows, k), dtype=bool)
+            keep[:, 1:] = ~dup
+            present = keep if present is None else (present & keep)
+    if present is None:
+        data = vals.ravel()
+        indices = idx.ravel().astype(np.int32)
+        indptr = np.arange(0, nrows * k + 1, k, dtype=np.int64)
+    else:
+        data = vals[present]
+        indices = idx[present].astype(np.int32)
+        indptr = np.zeros(nrows + 1, dtype=np.int64)
+        np.cumsum(present.sum(axis=1), out=indptr[1:])
+    return sp.csr_matrix((data, indices, indptr), shape=(nrows, n))
+
+
+def _assemble_any(entries, nrows: int, n: int) -> sp.csr_matrix:
+    """CSR from any number of entries per row and column (array columns)."""
+    rows_l, cols_l, vals_l = [], [], []
+    for rows, idx, val in entries:
+        m = len(val)
+        rows_l.append(np.arange(nrows, dtype=np.int64) if rows is None else rows)
+        cols_l.append(np.broadcast_to(np.asarray(idx, dtype=np.int64), (m,)))
+        vals_l.append(val)
+    rows = np.concatenate(rows_l)
+    cols = np.concatenate(cols_l)
+    vals = np.concatenate(vals_l).astype(np.float64, copy=False)
+    key = rows.astype(np.int64, copy=False) * n + cols
+    # Stable: entries of one (row, index) stay in column order, so the sums below add
+    # in the order Spark adds them (floating-point addition is not associative).
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    vals = vals[order]
+    if len(key) > 1:
+        first = np.empty(len(key), dtype=bool)
+        first[0] = True
+        np.not_equal(key[1:], key[:-1], out=first[1:])
+        if not first.all():
+            starts = np.flatnonzero(first)
+            data = vals[starts]  # the first value, as Spark stores it (keeps -0.0)
+            dup = ~first
+            group = np.cumsum(first) - 1
+            np.add.at(data, group[dup], vals[dup])  # unbuffered, sequential: Spark's order
+            key = key[starts]
+            vals = data
+    out_rows = key // n
+    indices = (key - out_rows * n).astype(np.int32)
+    indptr = np.zeros(nrows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(out_rows, minlength=nrows), out=indptr[1:])
+    return sp.csr_matrix((vals, indices, indptr), shape=(nrows, n))
+
+
+def _make_udf(plans: List[tuple], n: int, signed: bool):
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.functions import arrow_udf
+
+    def feature_hash(batch: pa.Array) -> pa.Array:
+        return block_to_vectors(hash_batch(batch, plans, n, signed))
+
+    return arrow_udf(feature_hash, VectorUDT())
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class FeatureHasher(Transformer, HasInputCols, HasOutputCol, HasNumFeatures, ParamsReadWrite):
+    """Hash columns into one sparse feature vector (the hashing trick).
+
+    A drop-in for :class:`pyspark.ml.feature.FeatureHasher` whose per-row work runs
+    as a vectorised Arrow UDF: with ``signed=False`` (the default) its output is
+    identical to Spark's -- same indices, same values, bit for bit.
+
+    Algorithm (Spark's ``org.apache.spark.ml.feature.FeatureHasher``, after
+    Weinberger et al. 2009, "Feature hashing for large scale multitask
+    learning"); ``h(s)`` is MurmurHash3 x86_32 of the UTF-8 bytes of ``s`` with
+    seed 42 as a signed 32-bit integer, ``index = h mod numFeatures`` taken
+    non-negative:
+
+    - numeric column (byte, short, int, long, float, double, decimal) not in
+      ``categoricalCols``: value ``double(x)`` at ``index(h(colName))``; 0.0 and
+      NaN are stored as explicit entries;
+    - string and boolean columns, and numeric columns in ``categoricalCols``:
+      value 1.0 at ``index(h(colName + "=" + str(x)))`` with Java's ``toString``
+      (``true``/``false``, ``7``, ``1.0``, ``1.0E7``, ``1.0E-4``; float and
+      double categorical columns are cast to string by Spark itself, so the text
+      is exactly what the JVM's ``Double.toString``/``Float.toString`` prints,
+      whatever the Java version; decimals as ``java.math.BigDecimal.toString``);
+    - ``array<string>`` columns (an extension; Spark rejects them): value 1.0 at
+      ``index(h(colName + "=" + element))`` for every non-null element;
+    - nulls (whole values or array elements) are skipped.
+
+    Values landing on the same index of a row are summed in input-column order
+    (an entry summing to 0.0 is kept).
+
+    ``signed=True`` multiplies each term's value by -1 when MurmurHash3 x86_32
+    of the same UTF-8 bytes (the term for categorical values, the column name
+    for numeric ones) with seed :data:`SIGN_SEED` (0) is negative as a signed
+    32-bit integer, else by +1, before summing; this is scikit-learn's
+    ``alternate_sign`` (which reuses its seed-0 index hash; ours is a second hash
+    so that indices stay Spark's).  It reduces the bias of collisions in inner
+    products.  Seed-0 signs equal scikit-learn's for the same term string.
+
+    Input: a DataFrame with the ``inputCols``.  Output: the same DataFrame plus
+    ``outputCol``, a ``pyspark.ml.linalg.SparseVector`` (``VectorUDT``) of size
+    ``numFeatures`` with float64 values and ascending int32 indices per row,
+    with Spark's ML attribute metadata ``{"ml_attr": {"num_attrs": numFeatures}}``.
+
+    Raises (from :meth:`transformSchema`/:meth:`transform`, before any Spark job):
+
+    - ``ValueError`` if ``inputCols`` is empty or unset, names a missing column,
+      if ``outputCol`` already exists, or if ``numFeatures`` < 1;
+    - ``TypeError`` naming the column if an input column is not numeric,
+      string, boolean or ``array<string>``.
+
+    Works under classic Spark and Spark Connect (DataFrame APIs only); saved and
+    loaded with JSON metadata, no pickle.
+    """
+
+    categoricalCols: "Param[List[str]]" = Param(
+        Params._dummy(),
+        "categoricalCols",
+        "numeric columns to treat as categorical (hash 'col=value' with value 1.0)",
+        typeConverter=TypeConverters.toListString,
+    )
+    signed: "Param[bool]" = Param(
+        Params._dummy(),
+        "signed",
+        "multiply each hashed value by a +1/-1 sign from a second hash (MurmurHash3 "
+        "x86_32, seed 0) as scikit-learn's alternate_sign; False gives Spark's output",
+        typeConverter=TypeConverters.toBoolean,
+    )
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        numFeatures: int = 1 << 18,
+        inputCols: Optional[List[str]] = None,
+        outputCol: Optional[str] = None,
+        categoricalCols: Optional[List[str]] = None,
+        signed: bool = False,
+    ) -> None:
+        super().__init__()
+        self._setDefault(numFeatures=1 << 18, signed=False)
+        kwargs = self._input_kwargs
+        self.setParams(**kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        numFeatures: int = 1 << 18,
+        inputCols: Optional[List[str]] = None,
+        outputCol: Optional[str] = None,
+        categoricalCols: Optional[List[str]] = None,
+        signed: bool = False,
+    ) -> "FeatureHasher":
+        """Set the params given as keywords."""
+        kwargs = self._input_kwargs
+        return self._set(**kwargs)
+
+    def setInputCols(self, value: List[str]) -> "FeatureHasher":
+        return self._set(inputCols=value)
+
+    def setOutputCol(self, value: str) -> "FeatureHasher":
+        return self._set(outputCol=value)
+
+    def setNumFeatures(self, value: int) -> "FeatureHasher":
+        return self._set(numFeatures=value)
+
+    def setCategoricalCols(self, value: List[str]) -> "FeatureHasher":
+        return self._set(categoricalCols=value)
+
+    def getCategoricalCols(self) -> List[str]:
+        return self.getOrDefault(self.categoricalCols)
+
+    def setSigned(self, value: bool) -> "FeatureHasher":
+        return self._set(signed=value)
+
+    def getSigned(self) -> bool:
+        return self.getOrDefault(self.signed)
+
+    # ------------------------------------------------------------------ schema
+    def _checked_params(self) -> Tuple[List[str], str, int, set]:
+        cols = self.getInputCols() if self.isDefined(self.inputCols) else None
+        if not cols:
+            raise ValueError("param 'inputCols' is empty or unset: set it to the columns to hash")
+        n = self.getNumFeatures()
+        if n < 1:
+            raise ValueError(f"param 'numFeatures' must be >= 1, got {n}")
+        out = self.getOutputCol()
+        if not out:
+            raise ValueError("param 'outputCol' is empty: set it to a new column name")
+        cats = set(self.getCategoricalCols()) if self.isDefined(self.categoricalCols) else set()
+        return list(cols), out, n, cats
+
+    def _plans(self, schema: T.StructType) -> Tuple[List[tuple], List[bool], str, int]:
+        """Per input column: (kind, term prefix, constants) and whether Spark casts it to string."""
+        cols, out, n, cats = self._checked_params()
+        signed = self.getSigned()
+        unused = sorted(cats - set(cols))
+        if unused:
+            warnings.warn(
+                f"categoricalCols {unused} are not in inputCols and are ignored", UserWarning, stacklevel=3
+            )
+        plans: List[tuple] = []
+        cast: List[bool] = []
+        for c in cols:
+            dt = check_column(schema, c, "inputCols")
+            prefix = (c + "=").encode("utf-8")
+            to_string = False
+            if isinstance(dt, T.BooleanType):
+                const = (
+                    _java_term_hash(prefix + b"false", n, signed),
+                    _java_term_hash(prefix + b"true", n, signed),
+                )
+                plans.append((_BOOL, prefix, const))
+            elif isinstance(dt, T.StringType):
+                plans.append((_STR, prefix, None))
+            elif isinstance(dt, T.NumericType) and c not in cats:
+                kind = _DEC if isinstance(dt, T.DecimalType) else _NUM
+                plans.append((kind, None, _java_term_hash(c.encode("utf-8"), n, signed)))
+            elif isinstance(dt, _INTEGRAL):
+                plans.append((_INT, prefix, None))
+            elif isinstance(dt, T.DecimalType):
+                plans.append((_DECCAT, prefix, None))
+            elif isinstance(dt, (T.FloatType, T.DoubleType)):
+                # Spark's cast prints Java's Float/Double.toString, the text Spark hashes.
+                plans.append((_STR, prefix, None))
+                to_string = True
+            elif isinstance(dt, T.ArrayType) and isinstance(dt.elementType, T.StringType):
+                plans.append((_ARR, prefix, None))
+            else:
+                raise TypeError(
+                    f"FeatureHasher: column {c!r} (param 'inputCols') has type {dt.simpleString()}; "
+                    "supported types are numeric, string, boolean and array<string>"
+                )
+            cast.append(to_string)
+        check_new_column(schema, out, "outputCol")
+        return plans, cast, out, n
+
+    def transformSchema(self, schema: T.StructType) -> T.StructType:
+        """The output schema; raises as :meth:`transform` does, without running a job."""
+        from pyspark.ml.linalg import VectorUDT
+
+        _, _, out, n = self._plans(schema)
+        return T.StructType(
+            list(schema.fields) + [T.StructField(out, VectorUDT(), True, {"ml_attr": {"num_attrs": n}})]
+        )
+
+    # --------------------------------------------------------------- transform
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        plans, cast, out, n = self._plans(dataset.schema)
+        cols = self.getInputCols()
+        args = []
+        for i, (c, to_string) in enumerate(zip(cols, cast)):
+            col = F.col(_quote(c))
+            if to_string:
+                col = col.cast("string")
+            args.append(col.alias(f"c{i}"))
+        udf = _make_udf(plans, n, self.getSigned())
+        feature = udf(F.struct(*args)).alias(out, metadata={"ml_attr": {"num_attrs": n}})
+        return dataset.select("*", feature)
