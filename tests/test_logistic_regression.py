@@ -225,3 +225,20 @@ def test_bad_values(spark):
     for bad in (dict(regParam=-1.0), dict(elasticNetParam=2.0), dict(maxIter=-1), dict(family="multinomial")):
         with pytest.raises(ValueError, match=list(bad)[0]):
             LogisticRegression(**bad).fit(neg_w)
+
+
+@pytest.mark.skipif(CONNECT, reason="CrossValidator with Python-only stages is checked in the classic session")
+def test_cross_validator(spark, cancer):
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = cancer
+    df = _frame(spark, StandardScaler().fit_transform(X[:, :10]), y)
+    lr = LogisticRegression(maxIter=10)
+    grid = ParamGridBuilder().addGrid(lr.regParam, [1.0, 0.001]).build()
+    cv = CrossValidator(estimator=lr, estimatorParamMaps=grid, evaluator=BinaryClassificationEvaluator(),
+                        numFolds=2, seed=3)
+    cvm = cv.fit(df)
+    assert len(cvm.avgMetrics) == 2 and cvm.avgMetrics[1] > cvm.avgMetrics[0] > 0.5
+    assert cvm.bestModel.getRegParam() == 0.001

@@ -1,0 +1,287 @@
+"""FeatureHasher: exact equality with pyspark.ml.feature.FeatureHasher, extensions, errors.
+
+Runs classic by default; the tests marked ``connect`` also run under Spark Connect
+(SPARKML_SCALE_TEST_CONNECT=1, see conftest.py).
+"""
+import math
+from decimal import Decimal
+
+import mmh3
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sparkml_scale.feature import FeatureHasher
+from sparkml_scale.feature.hasher import hash_batch
+
+pytestmark = pytest.mark.connect
+
+NAN = float("nan")
+INF = float("inf")
+
+MIXED_SCHEMA = (
+    "id long, i int, l long, d double, s string, b boolean, c double, f float, "
+    "t tinyint, dec decimal(20,10)"
+)
+MIXED_ROWS = [
+    (0, 1, 10, 2.5, "ab", True, 1.0, 0.5, 1, Decimal("1.5")),
+    (1, None, -3, 0.0, "héllo wörld", False, 2.5, None, None, Decimal("0.0000000001")),
+    (2, 3, None, NAN, None, None, 1e7, 1e10, -7, None),
+    (3, -4, 1 << 40, None, "ab", True, 1e-4, -0.25, 0, Decimal("-123456789.0123456789")),
+    (4, 0, 0, -0.0, "", False, NAN, NAN, 5, Decimal("0E-10")),
+    (5, 7, 7, 1e23, "x=y", True, -0.0, INF, 3, Decimal("12")),
+    (6, 2147483647, -(1 << 63), -INF, "Ab", None, 1e23, 3.4028235e38, -128, Decimal("9999999999.9999999999")),
+    (7, None, None, None, None, None, None, None, None, None),
+    (8, 1, 10, 2.5, "ab", True, 0.1, 0.1, 1, Decimal("0.1")),
+    (9, 5, 123456789012, 1e-300, "ab", False, 123456789.123, 1e-40, 2, Decimal("1E-7")),
+]
+ALL_INPUTS = ["i", "l", "d", "s", "b", "c", "f", "t", "dec"]
+
+
+def _spark_hasher_available(spark):
+    from pyspark.ml.feature import FeatureHasher as SparkFeatureHasher
+
+    try:
+        df = spark.createDataFrame([(1, "a")], "x int, y string")
+        SparkFeatureHasher(inputCols=["x", "y"], outputCol="v").transform(df).collect()
+        return True
+    except Exception:  # e.g. ML not available over this Connect server
+        return False
+
+
+@pytest.fixture(scope="module")
+def mixed(spark):
+    return spark.createDataFrame(MIXED_ROWS, MIXED_SCHEMA).cache()
+
+
+@pytest.fixture(scope="module")
+def spark_hasher(spark):
+    if not _spark_hasher_available(spark):
+        pytest.skip("pyspark.ml.feature.FeatureHasher does not run in this session")
+    from pyspark.ml.feature import FeatureHasher as SparkFeatureHasher
+
+    return SparkFeatureHasher
+
+
+def _vectors(df, col, order="id"):
+    return [r[col] for r in df.orderBy(order).select(col).collect()]
+
+
+def _assert_same_vectors(ours, theirs):
+    assert len(ours) == len(theirs)
+    for k, (a, b) in enumerate(zip(ours, theirs)):
+        assert a.size == b.size, k
+        np.testing.assert_array_equal(a.indices, b.indices, err_msg=f"row {k}")
+        # bit-exact values: NaN == NaN, and 0.0 / -0.0 told apart
+        assert a.values.tobytes() == b.values.tobytes(), (k, a, b)
+
+
+@pytest.mark.parametrize("num_features", [16, 1 << 18])
+@pytest.mark.parametrize(
+    "categorical",
+    [None, ["c"], ["i", "l", "d", "c", "f", "t", "dec", "s", "b", "not_an_input"]],
+)
+def test_equals_spark(spark, mixed, spark_hasher, num_features, categorical):
+    kw = dict(inputCols=ALL_INPUTS, outputCol="v", numFeatures=num_features)
+    if categorical is not None:
+        kw["categoricalCols"] = categorical
+    with pytest.warns(UserWarning, match="not_an_input") if categorical and "not_an_input" in categorical else _nullctx():
+        ours = FeatureHasher(**kw).transform(mixed)
+    theirs = spark_hasher(**kw).transform(mixed)
+    _assert_same_vectors(_vectors(ours, "v"), _vectors(theirs, "v"))
+    assert ours.schema["v"].metadata == theirs.schema["v"].metadata == {"ml_attr": {"num_attrs": num_features}}
+    assert ours.columns == theirs.columns
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_double_categorical_java_tostring(spark, spark_hasher):
+    """Double.toString texts: 1.0, 2.5, 1.0E7, 1.0E-4, and JDK-specific digit strings."""
+    values = [1.0, 2.5, 1e7, 1e-4, 0.001, 9999999.0, 1e23, 2e23, 5e-324, -0.0, NAN, INF, 0.1 + 0.2]
+    rng = np.random.default_rng(0)
+    values += list(rng.standard_normal(50) * 10.0 ** rng.integers(-12, 12, 50))
+    df = spark.createDataFrame([(k, float(v)) for k, v in enumerate(values)], "id long, c double")
+    df = df.withColumn("cf", df["c"].cast("float"))
+    kw = dict(inputCols=["c", "cf"], categoricalCols=["c", "cf"], outputCol="v")
+    ours = FeatureHasher(**kw).transform(df)
+    theirs = spark_hasher(**kw).transform(df)
+    _assert_same_vectors(_vectors(ours, "v"), _vectors(theirs, "v"))
+    # the documented terms themselves
+    n = 1 << 18
+    first = _vectors(ours, "v")
+    for k, text in [(0, "1.0"), (1, "2.5"), (2, "1.0E7"), (3, "1.0E-4")]:
+        expected = mmh3.hash(f"c={text}".encode(), 42, signed=True) % n
+        assert expected in first[k].indices
+
+
+def test_summation_order_and_explicit_zeros(spark, spark_hasher):
+    # numFeatures=1: every column collides; Spark sums in column order, so
+    # (1e16 + 1.0) + -1e16 == 0.0 (not 1.0), and the 0.0 stays an explicit entry.
+    df = spark.createDataFrame(
+        [(0, 1e16, 1.0, -1e16, None), (1, -0.0, None, None, None), (2, 0.0, 0.0, 0.0, "a")],
+        "id long, a double, b double, c double, s string",
+    )
+    kw = dict(inputCols=["a", "b", "c", "s"], outputCol="v", numFeatures=1)
+    ours = _vectors(FeatureHasher(**kw).transform(df), "v")
+    theirs = _vectors(spark_hasher(**kw).transform(df), "v")
+    _assert_same_vectors(ours, theirs)
+    assert ours[0].indices.tolist() == [0] and ours[0].values.tobytes() == np.array([0.0]).tobytes()
+    assert np.signbit(ours[1].values[0])  # a lone -0.0 stays -0.0
+
+
+def test_array_of_strings(spark):
+    df = spark.createDataFrame(
+        [(0, ["a", "b", "a", None], "a"), (1, None, None), (2, [], "b")],
+        "id long, tags array<string>, s string",
+    )
+    n = 1 << 18
+    out = _vectors(FeatureHasher(inputCols=["tags", "s"], outputCol="v").transform(df), "v")
+
+    def idx(term):
+        return mmh3.hash(term.encode(), 42, signed=True) % n
+
+    expected0 = {idx("tags=a"): 2.0, idx("tags=b"): 1.0}
+    expected0[idx("s=a")] = expected0.get(idx("s=a"), 0.0) + 1.0
+    assert dict(zip(out[0].indices.tolist(), out[0].values.tolist())) == expected0
+    assert out[0].indices.tolist() == sorted(expected0)
+    assert out[1].indices.size == 0 and out[1].size == n
+    assert dict(zip(out[2].indices.tolist(), out[2].values.tolist())) == {idx("s=b"): 1.0}
+
+
+def test_signed(spark, mixed):
+    kw = dict(inputCols=["i", "d", "s", "b", "c"], categoricalCols=["c"], outputCol="v")
+    unsigned = _vectors(FeatureHasher(**kw).transform(mixed), "v")
+    fh = FeatureHasher(signed=True, **kw)
+    assert fh.getSigned() is True
+    signed1 = _vectors(fh.transform(mixed), "v")
+    signed2 = _vectors(fh.transform(mixed), "v")
+    _assert_same_vectors(signed1, signed2)  # deterministic
+    saw_negative = False
+    for u, s in zip(unsigned, signed1):
+        np.testing.assert_array_equal(u.indices, s.indices)
+        np.testing.assert_array_equal(np.abs(u.values), np.abs(s.values))
+        saw_negative |= bool((s.values < 0).any())
+    assert saw_negative
+    # sign = sign of MurmurHash3 x86_32 (seed 0) of the same term
+    row0 = dict(zip(signed1[0].indices.tolist(), signed1[0].values.tolist()))
+    for term in ["s=ab", "b=true", "c=1.0"]:
+        i = mmh3.hash(term.encode(), 42, signed=True) % (1 << 18)
+        assert row0[i] == (1.0 if mmh3.hash(term.encode(), 0, signed=True) >= 0 else -1.0)
+    i = mmh3.hash(b"d", 42, signed=True) % (1 << 18)
+    assert row0[i] == 2.5 * (1.0 if mmh3.hash(b"d", 0, signed=True) >= 0 else -1.0)
+
+
+def test_params_and_defaults():
+    fh = FeatureHasher()
+    assert fh.getNumFeatures() == 1 << 18
+    assert fh.getSigned() is False
+    assert fh.getOutputCol() == fh.uid + "__output"
+    fh.setInputCols(["a", "b"]).setOutputCol("o").setNumFeatures(8).setCategoricalCols(["a"]).setSigned(True)
+    assert (fh.getInputCols(), fh.getOutputCol(), fh.getNumFeatures()) == (["a", "b"], "o", 8)
+    assert fh.getCategoricalCols() == ["a"] and fh.getSigned() is True
+    fh.setParams(numFeatures=32)
+    assert fh.getNumFeatures() == 32
+    with pytest.raises(TypeError):
+        FeatureHasher(["a"])  # keyword only
+
+
+def test_pipeline_and_persistence(spark, mixed, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+
+    fh = FeatureHasher(inputCols=["i", "s", "b", "c"], categoricalCols=["c"], outputCol="v", numFeatures=64, signed=True)
+    expected = _vectors(fh.transform(mixed), "v")
+
+    fh.save(str(tmp_path / "fh"))
+    loaded = FeatureHasher.load(str(tmp_path / "fh"))
+    assert loaded.uid == fh.uid
+    assert (loaded.getInputCols(), loaded.getCategoricalCols(), loaded.getNumFeatures(), loaded.getSigned()) == (
+        ["i", "s", "b", "c"], ["c"], 64, True,
+    )
+    _assert_same_vectors(_vectors(loaded.transform(mixed), "v"), expected)
+
+    model = Pipeline(stages=[fh]).fit(mixed)
+    _assert_same_vectors(_vectors(model.transform(mixed), "v"), expected)
+    model.save(str(tmp_path / "pm"))
+    reloaded = PipelineModel.load(str(tmp_path / "pm"))
+    assert isinstance(reloaded.stages[0], FeatureHasher)
+    _assert_same_vectors(_vectors(reloaded.transform(mixed), "v"), expected)
+
+
+def test_errors(spark, mixed):
+    from pyspark.sql import functions as F
+
+    with pytest.raises(ValueError, match="'missing'"):
+        FeatureHasher(inputCols=["i", "missing"], outputCol="v").transform(mixed)
+    with pytest.raises(ValueError, match="numFeatures"):
+        FeatureHasher(inputCols=["i"], outputCol="v", numFeatures=0).transform(mixed)
+    with pytest.raises(ValueError, match="inputCols"):
+        FeatureHasher(inputCols=[], outputCol="v").transform(mixed)
+    with pytest.raises(ValueError, match="inputCols"):
+        FeatureHasher(outputCol="v").transform(mixed)
+    with pytest.raises(ValueError, match="'s'.*already exists"):
+        FeatureHasher(inputCols=["i"], outputCol="s").transform(mixed)
+    odd = mixed.select(
+        "id",
+        F.current_date().alias("day"),
+        F.array(F.col("i")).alias("ints"),
+        F.create_map(F.col("s"), F.col("i")).alias("m"),
+    )
+    for col in ["day", "ints", "m"]:
+        with pytest.raises(TypeError, match=f"'{col}'"):
+            FeatureHasher(inputCols=["id", col], outputCol="v").transform(odd)
+        with pytest.raises(TypeError, match=f"'{col}'"):
+            FeatureHasher(inputCols=["id", col], outputCol="v").transformSchema(odd.schema)
+
+
+def test_transform_schema(mixed):
+    from pyspark.ml.linalg import VectorUDT
+
+    schema = FeatureHasher(inputCols=["i", "s"], outputCol="v", numFeatures=8).transformSchema(mixed.schema)
+    assert schema.names == mixed.columns + ["v"]
+    assert isinstance(schema["v"].dataType, VectorUDT)
+    assert schema["v"].metadata == {"ml_attr": {"num_attrs": 8}}
+
+
+def test_odd_column_names(spark):
+    # Spark's own FeatureHasher cannot resolve these names (it calls col(name)).
+    df = spark.createDataFrame([(0, "x", 1.5)], "id long, `a.b` string, `we``ird` double")
+    out = _vectors(FeatureHasher(inputCols=["a.b", "we`ird"], outputCol="v").transform(df), "v")
+    n = 1 << 18
+    expected = {mmh3.hash("a.b=x".encode(), 42) % n: 1.0, mmh3.hash(b"we`ird", 42) % n: 1.5}
+    assert dict(zip(out[0].indices.tolist(), out[0].values.tolist())) == expected
+
+
+def test_hash_batch_in_process():
+    """The Arrow batch function alone: sliced input, sorted indices, explicit zeros."""
+    s = pa.array(["a", "b", None, "a", "c"])
+    d = pa.array([0.0, 1.0, None, NAN, 2.0])
+    tags = pa.array([["a", "a"], None, ["b", None], [], ["c"]])
+    batch = pa.StructArray.from_arrays([s, d, tags], names=["c0", "c1", "c2"]).slice(1)
+    n = 8
+    plans = [("str", b"s=", None), ("num", None, (mmh3.hash(b"d", 42) % n, 1.0)), ("arr", b"t=", None)]
+    csr = hash_batch(batch, plans, n)
+    assert csr.shape == (4, n) and csr.has_sorted_indices
+
+    def row(k):
+        lo, hi = csr.indptr[k], csr.indptr[k + 1]
+        return csr.indices[lo:hi].tolist(), csr.data[lo:hi].tolist()
+
+    def idx(t):
+        return mmh3.hash(t, 42) % n
+
+    expected = {}
+    for term, v in [(b"s=b", 1.0), (b"d", 1.0)]:
+        expected[idx(term)] = expected.get(idx(term), 0.0) + v
+    assert dict(zip(*row(0))) == expected
+    assert dict(zip(*row(1))) == {idx(b"t=b"): 1.0}
+    i1, v1 = row(2)
+    assert len(i1) == 2 or idx(b"s=a") == idx(b"d")
+    assert any(math.isnan(v) for v in v1)
+    empty = hash_batch(pa.StructArray.from_arrays([pa.array([], pa.string())], names=["c0"]), plans[:1], n)
+    assert empty.shape == (0, n)
