@@ -25,14 +25,14 @@ import scipy.sparse as sp
 from .arrow import Block, VectorColumnError, lists_to_dense, numeric_to_numpy, vectors_to_block
 from .mapreduce import _partition_id, decode_arrays, encode_arrays, reduce_partials
 
-__all__ = ["make_blocks", "iter_blocks", "TrainingBlocks", "BlockStats", "DENSE_MAX_FEATURES"]
+__all__ = ["make_blocks", "iter_blocks", "TrainingBlocks", "BlockStats", "DENSE_MIN_FILL"]
 
 BLOCK_SCHEMA = "kind tinyint, pid bigint, payload binary, error string, nulls bigint"
 _BLOCK_ARROW = pa.schema(
     [("kind", pa.int8()), ("pid", pa.int64()), ("payload", pa.binary()), ("error", pa.string()), ("nulls", pa.int64())]
 )
-#: Below this many features the dense path is used whatever the vectors' storage.
-DENSE_MAX_FEATURES = 1024
+#: Sparse input with a larger fraction of non-zeros (judged on the first row) goes dense.
+DENSE_MIN_FILL = 0.5
 #: Target size of one cached block row.
 BLOCK_BYTES = 2 << 20
 
@@ -135,7 +135,8 @@ def _probe_dense(df, features_col: str) -> bool:
     if not first:
         return True
     v = first[0][0]
-    return isinstance(v, DenseVector) or v.size <= DENSE_MAX_FEATURES
+    # Sparse vectors stay CSR unless they are mostly non-zero (then dense BLAS is faster).
+    return isinstance(v, DenseVector) or v.numNonzeros() > DENSE_MIN_FILL * v.size
 
 
 def make_blocks(
