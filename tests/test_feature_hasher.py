@@ -285,3 +285,45 @@ def test_hash_batch_in_process():
     assert any(math.isnan(v) for v in v1)
     empty = hash_batch(pa.StructArray.from_arrays([pa.array([], pa.string())], names=["c0"]), plans[:1], n)
     assert empty.shape == (0, n)
+
+
+def test_many_batches_and_term_cache(spark, spark_hasher, monkeypatch):
+    """Small Arrow batches: the per-worker term cache grows, restarts, and stays exact."""
+    from sparkml_scale.feature import hasher
+
+    rng = np.random.default_rng(7)
+    m = 600
+    words = np.array([f"w{i}" for i in range(300)])
+    rows = []
+    for k in range(m):
+        rows.append((
+            k,
+            None if k % 11 == 0 else str(words[rng.integers(0, 300)]),
+            None if k % 7 == 0 else int(rng.integers(0, 50)),
+            float(rng.standard_normal()),
+            None if k % 5 == 0 else float(rng.integers(0, 20)) / 4,
+        ))
+    df = spark.createDataFrame(rows, "id long, w string, n int, x double, c double").repartition(3)
+    kw = dict(inputCols=["w", "n", "x", "c"], categoricalCols=["n", "c"], outputCol="v", numFeatures=256)
+    theirs = _vectors(spark_hasher(**kw).transform(df), "v")
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    old = spark.conf.get(key)
+    spark.conf.set(key, "37")
+    try:
+        ours = _vectors(FeatureHasher(**kw).transform(df), "v")
+    finally:
+        spark.conf.set(key, old)
+    _assert_same_vectors(ours, theirs)
+
+    # in-process: a tiny cache limit forces restarts; results do not change
+    monkeypatch.setattr(hasher, "_CACHE_LIMIT", 20)
+    hasher._TERM_CACHE.clear()
+    plans = [("str", b"w=", None)]
+    batches = [pa.StructArray.from_arrays([pa.array([str(w) for w in words[rng.integers(0, 300, 50)]])], names=["c0"])
+               for _ in range(5)]
+    cached = [hash_batch(b, plans, 64) for b in batches]
+    for b, got in zip(batches, cached):
+        hasher._TERM_CACHE.clear()
+        fresh = hash_batch(b, plans, 64)
+        assert (got != fresh).nnz == 0 and np.array_equal(got.indices, fresh.indices)
+        assert len(hasher._TERM_CACHE[(b"w=", "string", 64, False)].values) <= 50

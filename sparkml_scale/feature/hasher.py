@@ -94,12 +94,18 @@ def _term_texts(prefix: bytes, values: pa.Array) -> List[bytes]:
 
 
 class _Terms:
-    """Distinct values of one column seen by this worker, with their index and value."""
+    """Distinct values of one column seen by this worker, with their index and value.
+
+    ``idx``/``val`` have one extra last slot (index -1: "no entry") that null values
+    are mapped to.
+    """
 
     __slots__ = ("values", "idx", "val")
 
     def __init__(self, values: pa.Array, idx: np.ndarray, val: np.ndarray):
-        self.values, self.idx, self.val = values, idx, val
+        self.values = values
+        self.idx = np.append(idx, -1)
+        self.val = np.append(val, 0.0)
 
 
 # Per-process cache: (term prefix, Arrow type, n, signed) -> _Terms.  Python workers are
@@ -110,8 +116,8 @@ class _Terms:
 _TERM_CACHE: Dict[Tuple[bytes, str, int, bool], _Terms] = {}
 
 
-def _categorical(arr: pa.Array, prefix: bytes, n: int, signed: bool):
-    """(rows or None for all rows, indices, values) of a categorical column.
+def _categorical(arr: pa.Array, prefix: bytes, n: int, signed: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Per row: hashed index (-1 for null) and value of a categorical column.
 
     Only values new to this worker are turned into text and hashed (once each);
     all others are looked up with Arrow's vectorised ``index_in``.
@@ -132,33 +138,27 @@ def _categorical(arr: pa.Array, prefix: bytes, n: int, signed: bool):
         else:
             known = _Terms(
                 pa.concat_arrays([known.values, new]),
-                np.concatenate([known.idx, idx]),
-                np.concatenate([known.val, val]),
+                np.concatenate([known.idx[:-1], idx]),
+                np.concatenate([known.val[:-1], val]),
             )
         _TERM_CACHE[key] = known
         pos = pc.index_in(arr, value_set=known.values)
-    rows = _valid_rows(pos)
-    if rows is not None:
-        pos = pc.drop_null(pos)
+    if pos.null_count:
+        pos = pos.fill_null(len(known.values))  # the "no entry" slot
     codes = pos.to_numpy(zero_copy_only=False)
-    return rows, known.idx[codes], known.val[codes]
-
-
-def _valid_rows(arr: pa.Array) -> Optional[np.ndarray]:
-    """Positions of the non-null entries, or None when there are no nulls."""
-    if arr.null_count == 0:
-        return None
-    return np.flatnonzero(arr.is_valid().to_numpy(zero_copy_only=False))
+    return known.idx.take(codes), known.val.take(codes)
 
 
 def _decimal_to_double(arr: pa.Array) -> np.ndarray:
-    """Non-null decimal128 values as float64, rounded exactly as BigDecimal.doubleValue.
+    """Decimal128 values as float64, rounded exactly as BigDecimal.doubleValue (nulls: 0.0).
 
     Java (and Python's ``float(Decimal)``) round correctly; Arrow's own cast does not
     always.  Unscaled values below 2**52 with a scale of at most 22 are divided by an
     exact power of ten (one correctly rounded IEEE division, as the JDK does); the
     rest go through ``float(Decimal)``.
     """
+    if arr.null_count:
+        arr = arr.fill_null(pa.scalar(0, arr.type))
     n = len(arr)
     scale = arr.type.scale
     if n == 0:
@@ -177,16 +177,20 @@ def _decimal_to_double(arr: pa.Array) -> np.ndarray:
     return np.array([float(d) for d in arr.to_pylist()], dtype=np.float64)
 
 
-def _column_entries(arr: pa.Array, plan: tuple, n: int, signed: bool):
-    """(rows, indices, values) of one column; ``rows`` is None when every row has an entry.
+def _null_mask(arr: pa.Array) -> Optional[np.ndarray]:
+    if arr.null_count == 0:
+        return None
+    return arr.is_null().to_numpy(zero_copy_only=False)
 
-    ``indices`` may be a Python int (the same index for all rows); ``values`` float64.
+
+def _column_entries(arr: pa.Array, plan: tuple, n: int, signed: bool):
+    """Per row of a scalar column: (index, value, has_missing).
+
+    ``index`` is an int array with -1 where the row has no entry (null), or a plain
+    int when every row has an entry at the same index (numeric column without nulls).
     """
     kind, prefix, const = plan
     if kind in (_NUM, _DEC):
-        rows = _valid_rows(arr)
-        if rows is not None:
-            arr = pc.drop_null(arr)
         if kind == _DEC:
             values = _decimal_to_double(arr)
         else:
@@ -194,22 +198,33 @@ def _column_entries(arr: pa.Array, plan: tuple, n: int, signed: bool):
         index, sign = const
         if sign != 1.0:
             values = values * sign
-        return rows, index, values
+        nulls = _null_mask(arr)
+        if nulls is None:
+            return index, values, False
+        return np.where(nulls, -1, index), values, True
     if kind == _BOOL:
-        rows = _valid_rows(arr)
-        if rows is not None:
-            arr = pc.drop_null(arr)
-        flags = arr.to_numpy(zero_copy_only=False).astype(bool, copy=False)
+        nulls = _null_mask(arr)
+        flags = (arr.fill_null(False) if nulls is not None else arr).to_numpy(zero_copy_only=False)
         (i_false, v_false), (i_true, v_true) = const
-        return rows, np.where(flags, i_true, i_false), np.where(flags, v_true, v_false)
+        idx = np.where(flags, i_true, i_false)
+        if nulls is not None:
+            idx[nulls] = -1
+        return idx, np.where(flags, v_true, v_false), nulls is not None
     if kind in (_STR, _INT, _DECCAT):
-        return _categorical(arr, prefix, n, signed)
-    if kind == _ARR:
-        flat = pc.list_flatten(arr)
-        parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        sub_rows, idx, val = _categorical(flat, prefix, n, signed)
-        return (parents if sub_rows is None else parents[sub_rows]), idx, val
+        idx, val = _categorical(arr, prefix, n, signed)
+        return idx, val, arr.null_count > 0
     raise AssertionError(f"unknown column plan {kind!r}")
+
+
+def _array_entries(arr: pa.Array, prefix: bytes, n: int, signed: bool):
+    """(rows, indices, values) of an array<string> column: one entry per non-null element."""
+    flat = pc.list_flatten(arr)
+    parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    idx, val = _categorical(flat, prefix, n, signed)
+    if flat.null_count:
+        keep = idx >= 0
+        parents, idx, val = parents[keep], idx[keep], val[keep]
+    return parents, idx, val
 
 
 def hash_batch(batch: pa.StructArray, plans: Sequence[tuple], n: int, signed: bool = False) -> sp.csr_matrix:
@@ -223,43 +238,66 @@ def hash_batch(batch: pa.StructArray, plans: Sequence[tuple], n: int, signed: bo
     if isinstance(batch, pa.ChunkedArray):
         batch = batch.combine_chunks()
     nrows = len(batch)
-    entries = [_column_entries(batch.field(i), plan, n, signed) for i, plan in enumerate(plans)]
     if any(plan[0] == _ARR for plan in plans):
+        entries = []
+        for i, plan in enumerate(plans):
+            arr = batch.field(i)
+            if plan[0] == _ARR:
+                entries.append(_array_entries(arr, plan[1], n, signed))
+                continue
+            idx, val, _ = _column_entries(arr, plan, n, signed)
+            if isinstance(idx, np.ndarray):
+                rows = np.flatnonzero(idx >= 0)
+                entries.append((rows, idx[rows], val[rows]))
+            else:
+                entries.append((np.arange(nrows, dtype=np.int64), np.full(nrows, idx, np.int64), val))
         return _assemble_any(entries, nrows, n)
+    entries = [_column_entries(batch.field(i), plan, n, signed) for i, plan in enumerate(plans)]
     return _assemble_one_per_column(entries, nrows, n)
 
 
 def _assemble_one_per_column(entries, nrows: int, n: int) -> sp.csr_matrix:
     """CSR from at most one entry per row and column (no array columns).
 
-    Each row's entries are sorted as keys ``index * k + column`` (k columns), which
-    orders by index and, within an index, by column -- the order Spark sums in.
+    Each row's entries are sorted as keys ``index << s | column`` (``2**s`` >= the
+    number of columns), which orders by index and, within an index, by column --
+    the order Spark sums in.  A missing entry of column ``j`` gets index ``n + j``:
+    it sorts after every real entry and never equals another key of its row.
     """
     k = len(entries)
-    full = all(rows is None for rows, _, _ in entries)
-    keys = np.empty((nrows, k), dtype=np.int64)
-    vals = np.empty((nrows, k), dtype=np.float64)
-    if not full:
-        keys[...] = n * k  # "no entry": sorts after every real key
-    for j, (rows, idx, val) in enumerate(entries):
-        if rows is None:
-            keys[:, j] = np.asarray(idx, dtype=np.int64) * k + j
-            vals[:, j] = val
+    shift = max(1, (k - 1).bit_length())
+    mask = (1 << shift) - 1
+    absent = n << shift
+    dtype = np.int32 if ((n + k) << shift) < (1 << 31) else np.int64
+    # built column by column (contiguous writes), then transposed to rows
+    keys_t = np.empty((k, nrows), dtype=dtype)
+    vals_t = np.empty((k, nrows), dtype=np.float64)
+    missing = None  # entries missing per row
+    for j, (idx, val, has_missing) in enumerate(entries):
+        if isinstance(idx, np.ndarray):
+            np.left_shift(idx, shift, out=keys_t[j], casting="unsafe")
+            keys_t[j] |= j
+            if has_missing:
+                none = idx < 0
+                keys_t[j][none] = ((n + j) << shift) | j
+                missing = none.astype(np.int32) if missing is None else missing + none
         else:
-            keys[rows, j] = np.asarray(idx, dtype=np.int64) * k + j
-            vals[rows, j] = val
+            keys_t[j] = (int(idx) << shift) | j
+        vals_t[j] = val
+    keys = np.ascontiguousarray(keys_t.T)
     if k > 1:
         keys.sort(axis=1)
-    idx = keys // k
-    col = keys - idx * k
-    if not full:
-        col[keys >= n * k] = 0  # any column: its value is dropped below
-    vals = np.take_along_axis(vals, col, axis=1) if k > 1 else vals
-    present = None if full else keys < n * k
+        # values in key order: flat position column * nrows + row of the column-major block
+        pos = (keys & mask).astype(np.int64) * nrows
+        pos += np.arange(nrows, dtype=np.int64)[:, None]
+        vals = vals_t.ravel().take(pos.ravel()).reshape(nrows, k)
+    else:
+        vals = vals_t.reshape(nrows, 1)
+    idx = keys >> shift
+    counts = None if missing is None else k - missing.astype(np.int64)
+    keep = None
     if k > 1:
         dup = idx[:, 1:] == idx[:, :-1]
-        if not full:
-            dup &= present[:, 1:]
         if dup.any():
             # Collisions: add each duplicate into the first entry of its run, left to right.
             rows_d = np.flatnonzero(dup.any(axis=1))
@@ -274,16 +312,22 @@ def _assemble_one_per_column(entries, nrows: int, n: int) -> sp.csr_matrix:
             vals[rows_d] = sub_vals
             keep = np.ones((nrows, k), dtype=bool)
             keep[:, 1:] = ~dup
-            present = keep if present is None else (present & keep)
-    if present is None:
+            if counts is None:
+                counts = np.full(nrows, k, dtype=np.int64)
+            counts -= dup.sum(axis=1)
+    if counts is None:
         data = vals.ravel()
-        indices = idx.ravel().astype(np.int32)
+        indices = idx.ravel().astype(np.int32, copy=False)
         indptr = np.arange(0, nrows * k + 1, k, dtype=np.int64)
     else:
-        data = vals[present]
-        indices = idx[present].astype(np.int32)
+        present = keys < absent
+        if keep is not None:
+            present &= keep
+        flat = np.flatnonzero(present.ravel())
+        data = vals.ravel().take(flat)
+        indices = idx.ravel().take(flat).astype(np.int32, copy=False)
         indptr = np.zeros(nrows + 1, dtype=np.int64)
-        np.cumsum(present.sum(axis=1), out=indptr[1:])
+        np.cumsum(counts, out=indptr[1:])
     return sp.csr_matrix((data, indices, indptr), shape=(nrows, n))
 
 
