@@ -18,7 +18,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["compare", "materialize", "cached", "process_tree_cpu", "print_header"]
+__all__ = ["compare", "materialize", "cached", "process_tree_cpu", "proc_table", "proc_comm", "print_header"]
 
 _HEADER = f"{'benchmark':<32} {'ours best s':>11} {'Spark best s':>12} {'ours med s':>10} {'Spark med s':>11} {'ratio':>7}"
 
@@ -46,6 +46,37 @@ def cached(df, path: str):
     return out
 
 
+def proc_table():
+    """``(stats, children)`` of every process in ``/proc``: ``stats[pid]`` the fields of
+    ``/proc/pid/stat`` after the command name (``[0]`` state, ``[1]`` parent pid, ...),
+    ``children[pid]`` the pids whose parent is ``pid``; ``comm`` names in ``stats[pid].comm``
+    are not kept -- use :func:`proc_comm`.  Linux only."""
+    children: Dict[int, List[int]] = {}
+    stats: Dict[int, List[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        pid = int(entry)
+        stats[pid] = fields
+        children.setdefault(int(fields[1]), []).append(pid)
+    return stats, children
+
+
+def proc_comm(pid: int) -> Optional[str]:
+    """The command name of ``pid`` (``/proc/pid/comm``), or None."""
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
 def process_tree_cpu() -> Optional[float]:
     """CPU seconds (user + system) used so far by this process and all its descendants.
 
@@ -56,20 +87,7 @@ def process_tree_cpu() -> Optional[float]:
     """
     try:
         tick = os.sysconf("SC_CLK_TCK")
-        children: Dict[int, List[int]] = {}
-        stats: Dict[int, List[str]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    raw = fh.read()
-            except OSError:
-                continue
-            fields = raw[raw.rindex(")") + 2:].split()
-            pid = int(entry)
-            stats[pid] = fields
-            children.setdefault(int(fields[1]), []).append(pid)
+        stats, children = proc_table()
         total, todo = 0, [os.getpid()]
         while todo:
             pid = todo.pop()

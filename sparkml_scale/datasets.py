@@ -1,10 +1,10 @@
-"""Real data sets shipped by PyPI packages (no network at run time)."""
+"""Real data sets shipped by PyPI or Debian packages (no network at run time)."""
 from __future__ import annotations
 
 import importlib.util
 import os
 
-__all__ = ["flights_path", "load_flights"]
+__all__ = ["flights_path", "load_flights", "load_fashion_mnist", "FASHION_MNIST_PATH"]
 
 
 def flights_path() -> str:
@@ -57,5 +57,94 @@ def _flights_parquet() -> str:
     table = pa.Table.from_pandas(pdf, preserve_index=False)  # NaN -> null for float columns
     tmp = f"{out}.{os.getpid()}.tmp"
     pq.write_table(table, tmp, row_group_size=50_000)
+    os.replace(tmp, out)
+    return out
+
+
+#: Where the Debian package ``dataset-fashion-mnist`` installs the idx files.
+FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"
+_FMNIST_TRAIN = "train-images-idx3-ubyte.gz"
+
+
+def _read_idx_images(file: str):
+    """``(n, rows * cols)`` uint8 array from a gzipped idx3 file (big-endian header:
+    magic 2051, count, rows, cols; then the pixels row-major)."""
+    import gzip
+
+    import numpy as np
+
+    with gzip.open(file, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 16:
+        raise ValueError(f"{file}: not an idx3 image file (only {len(raw)} bytes)")
+    magic, n, rows, cols = (int(v) for v in np.frombuffer(raw, dtype=">u4", count=4))
+    if magic != 2051:
+        raise ValueError(f"{file}: not an idx3 image file (magic {magic}, expected 2051)")
+    if len(raw) != 16 + n * rows * cols:
+        raise ValueError(
+            f"{file}: truncated or corrupt ({len(raw) - 16} pixel bytes, header says {n} x {rows} x {cols})"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows * cols)
+
+
+def _fashion_mnist_file(path: str) -> str:
+    file = os.path.join(path, _FMNIST_TRAIN)
+    if not os.path.isfile(file):
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found: {file} does not exist; install the Debian package "
+            f"'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist) or pass path= "
+            f"to the folder holding {_FMNIST_TRAIN}"
+        )
+    return file
+
+
+def load_fashion_mnist(spark=None, path: str = FASHION_MNIST_PATH):
+    """Fashion-MNIST training images: 60,000 rows of 784 pixel values (28 x 28, 0..255).
+
+    Reads ``train-images-idx3-ubyte.gz`` from ``path`` (default: where the
+    Debian package ``dataset-fashion-mnist`` puts it).  With ``spark=None``
+    returns a ``(60000, 784)`` float64 numpy array; otherwise a DataFrame with
+    one column ``features`` (dense ``VectorUDT`` of size 784), in file order.
+    The DataFrame is read from a Parquet copy (``list<double>`` column, converted
+    with ``array_to_vector``: no Python object per row) written once to the
+    cache folder, named after the source file's path, size and mtime.
+
+    Raises ``FileNotFoundError`` (naming the Debian package) if the file is
+    missing, ``ValueError`` if it is not a valid idx3 image file.
+    """
+    import numpy as np
+
+    file = _fashion_mnist_file(path)
+    if spark is None:
+        return _read_idx_images(file).astype(np.float64)
+    from pyspark.ml.functions import array_to_vector
+
+    df = spark.read.parquet(_fashion_mnist_parquet(file))
+    return df.select(array_to_vector("pixels").alias("features"))
+
+
+def _fashion_mnist_parquet(file: str) -> str:
+    """Convert the idx file once to Parquet (``pixels``: ``list<double>``) and return its path.
+
+    Row groups of 2,000 rows, so Spark splits the file across cores.  Written to a
+    temporary name and renamed (as :func:`_flights_parquet`)."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    st = os.stat(file)
+    key = hashlib.sha1(f"{os.path.abspath(file)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    out = os.path.join(_cache_dir(), f"fashion_mnist_train_{key}_v1.parquet")
+    if os.path.exists(out):
+        return out
+    X = _read_idx_images(file)
+    n, d = X.shape
+    values = pa.array(X.astype(np.float64).ravel(), type=pa.float64())
+    offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32), type=pa.int32())
+    table = pa.table({"pixels": pa.ListArray.from_arrays(offsets, values)})
+    tmp = f"{out}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp, row_group_size=2_000)
     os.replace(tmp, out)
     return out

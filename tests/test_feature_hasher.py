@@ -327,3 +327,28 @@ def test_many_batches_and_term_cache(spark, spark_hasher, monkeypatch):
         fresh = hash_batch(b, plans, 64)
         assert (got != fresh).nnz == 0 and np.array_equal(got.indices, fresh.indices)
         assert len(hasher._TERM_CACHE[(b"w=", "string", 64, False)].values) <= 50
+
+
+def test_columnar_udf_input_setting_is_turned_off(spark, tmp_path):
+    """Spark 4.3 defaults spark.sql.execution.arrow.pythonUDF.columnarInput.enabled to true, and
+    then fails Arrow UDFs producing or reading vectors over Parquet/cached input; the stages
+    turn it off in the session before running."""
+    from sparkml_scale.core.session import COLUMNAR_UDF_INPUT
+    from sparkml_scale.feature import PCA
+
+    path = str(tmp_path / "src.parquet")
+    spark.range(500).selectExpr("CAST(id % 7 AS STRING) AS a", "id * 0.5 AS x").write.parquet(path)
+    try:
+        spark.conf.set(COLUMNAR_UDF_INPUT, "true")
+    except Exception:
+        pytest.skip("this Spark has no columnar Arrow UDF input setting")
+    src = spark.read.parquet(path)
+    out = FeatureHasher(inputCols=["a", "x"], outputCol="features", numFeatures=32).transform(src).cache()
+    assert out.count() == 500
+    spark.conf.set(COLUMNAR_UDF_INPUT, "true")
+    model = PCA(k=2, inputCol="features", outputCol="p").fit(out)
+    spark.conf.set(COLUMNAR_UDF_INPUT, "true")
+    rows = model.transform(out).cache().select("p").collect()
+    assert len(rows) == 500 and all(r[0].size == 2 for r in rows)
+    assert spark.conf.get(COLUMNAR_UDF_INPUT) == "false"
+    out.unpersist()

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 import pyarrow as pa
-import scipy.sparse as sp
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector, VectorUDT
@@ -56,8 +55,10 @@ from pyspark.sql import types as T
 from ..core.arrow import dense_to_vectors, vectors_to_block
 from ..core.blocks import iter_blocks, make_blocks
 from ..core.mapreduce import tree_aggregate
+from ..core.linear import LinearModelMixin
 from ..core.persistence import ParamsReadWrite
-from ..core.schema import check_column, check_new_column, check_numeric_column, check_vector_column
+from ..core.session import ensure_vector_udf_support
+from ..core.schema import check_new_column, check_numeric_column, check_vector_column
 
 __all__ = ["LogisticRegression", "LogisticRegressionModel", "BinaryLogisticRegressionTrainingSummary"]
 
@@ -444,7 +445,7 @@ class BinaryLogisticRegressionTrainingSummary:
         )
 
 
-class LogisticRegressionModel(_LogisticRegressionParams, Model, ParamsReadWrite):
+class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model, ParamsReadWrite):
     """Fitted binomial logistic regression.
 
     Attributes: ``coefficients`` (DenseVector, size ``numFeatures``),
@@ -457,47 +458,6 @@ class LogisticRegressionModel(_LogisticRegressionParams, Model, ParamsReadWrite)
     ``""`` is not produced.  It runs as one vectorised Arrow UDF per batch.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._coef = np.zeros(0)
-        self._intercept = 0.0
-        self._summary: Optional[BinaryLogisticRegressionTrainingSummary] = None
-
-    @classmethod
-    def _create(cls, coef: np.ndarray, intercept: float) -> "LogisticRegressionModel":
-        m = cls()
-        m._coef = np.asarray(coef, dtype=np.float64)
-        m._intercept = float(intercept)
-        return m
-
-    # persistence
-    def _model_arrays(self) -> Dict[str, np.ndarray]:
-        return {"coefficients": self._coef, "intercept": np.array([self._intercept])}
-
-    @classmethod
-    def _from_arrays(cls, arrays: Dict[str, np.ndarray], metadata: Dict[str, Any]) -> "LogisticRegressionModel":
-        from ..core.persistence import ModelLoadError
-
-        try:
-            return cls._create(arrays["coefficients"].astype(np.float64), float(arrays["intercept"][0]))
-        except (KeyError, IndexError):
-            raise ModelLoadError("saved LogisticRegressionModel data lacks coefficients/intercept") from None
-
-    def copy(self, extra=None) -> "LogisticRegressionModel":
-        that = super().copy(extra)
-        that._coef = self._coef.copy()
-        that._intercept = self._intercept
-        that._summary = self._summary
-        return that
-
-    @property
-    def coefficients(self) -> DenseVector:
-        return DenseVector(self._coef)
-
-    @property
-    def intercept(self) -> float:
-        return self._intercept
-
     @property
     def coefficientMatrix(self) -> DenseMatrix:
         return DenseMatrix(1, len(self._coef), self._coef.tolist(), isTransposed=True)
@@ -507,22 +467,8 @@ class LogisticRegressionModel(_LogisticRegressionParams, Model, ParamsReadWrite)
         return DenseVector([self._intercept])
 
     @property
-    def numFeatures(self) -> int:
-        return int(len(self._coef))
-
-    @property
     def numClasses(self) -> int:
         return 2
-
-    @property
-    def hasSummary(self) -> bool:
-        return self._summary is not None
-
-    @property
-    def summary(self) -> BinaryLogisticRegressionTrainingSummary:
-        if self._summary is None:
-            raise RuntimeError("No training summary available for this LogisticRegressionModel")
-        return self._summary
 
     def setFeaturesCol(self, value: str) -> "LogisticRegressionModel":
         return self._set(featuresCol=value)
@@ -606,6 +552,7 @@ class LogisticRegressionModel(_LogisticRegressionParams, Model, ParamsReadWrite)
                     cols.append(pa.array((p > thr).astype(np.float64)))
             return pa.StructArray.from_arrays(cols, names=[f.name for f in ret.fields])
 
+        ensure_vector_udf_support(dataset.sparkSession)
         udf = F.arrow_udf(predict_batch, ret)
         tmp = "__sparkml_scale_lr_out"
         out = dataset.select("*", udf(F.col(fcol)).alias(tmp))

@@ -23,16 +23,15 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from .arrow import Block, VectorColumnError, lists_to_dense, numeric_to_numpy, vectors_to_block
+from .gram import probe_vectors, vector_input
 from .mapreduce import _partition_id, decode_arrays, encode_arrays, reduce_partials
 
-__all__ = ["make_blocks", "iter_blocks", "TrainingBlocks", "BlockStats", "DENSE_MIN_FILL"]
+__all__ = ["make_blocks", "iter_blocks", "TrainingBlocks", "BlockStats"]
 
 BLOCK_SCHEMA = "kind tinyint, pid bigint, payload binary, error string, nulls bigint"
 _BLOCK_ARROW = pa.schema(
     [("kind", pa.int8()), ("pid", pa.int64()), ("payload", pa.binary()), ("error", pa.string()), ("nulls", pa.int64())]
 )
-#: Sparse input with a larger fraction of non-zeros (judged on the first row) goes dense.
-DENSE_MIN_FILL = 0.5
 #: Target size of one cached block row.
 BLOCK_BYTES = 2 << 20
 
@@ -128,17 +127,6 @@ class TrainingBlocks:
         self.df.unpersist()
 
 
-def _probe_dense(df, features_col: str) -> bool:
-    from pyspark.ml.linalg import DenseVector
-
-    first = df.select(features_col).filter(f"`{features_col}` IS NOT NULL").limit(1).collect()
-    if not first:
-        return True
-    v = first[0][0]
-    # Sparse vectors stay CSR unless they are mostly non-zero (then dense BLAS is faster).
-    return isinstance(v, DenseVector) or v.numNonzeros() > DENSE_MIN_FILL * v.size
-
-
 def make_blocks(
     df,
     features_col: str,
@@ -155,13 +143,11 @@ def make_blocks(
     ``VectorColumnError``; other problems are counted in the statistics for the
     caller to report.  Call ``unpersist()`` on the result when done.
     """
-    from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
-    dense = _probe_dense(df, features_col)
-    fc = F.col(features_col)
-    # vector_to_array fails on null vectors: keep nulls as nulls (counted in the mapper).
-    feat = F.when(fc.isNull(), F.lit(None)).otherwise(vector_to_array(fc)).alias(features_col) if dense else fc
+    dense = probe_vectors(df, features_col)[0]
+    # vector_to_array fails on null vectors: nulls stay nulls (counted in the mapper).
+    feat = vector_input(features_col, dense)
     cols = [feat]
     if label_col:
         cols.append(F.col(label_col))

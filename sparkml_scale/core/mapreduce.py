@@ -25,6 +25,8 @@ __all__ = ["encode_arrays", "decode_arrays", "tree_aggregate", "reduce_partials"
 
 PARTIAL_SCHEMA = "pid long, payload binary"
 _PARTIAL_ARROW = pa.schema([("pid", pa.int64()), ("payload", pa.binary())])
+#: Partials that reach the driver at most when the partition count is unknown and depth >= 2.
+UNKNOWN_FAN_IN = 8
 _ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "|i1", "|u1", "|b1", "<u4", "<u8"}
 
 
@@ -132,7 +134,15 @@ def tree_aggregate(
 def reduce_partials(partials, depth: int = 2, num_partitions: Optional[int] = None):
     """Sum a DataFrame of encoded partials (schema :data:`PARTIAL_SCHEMA`, one row per
     partition) as a tree of ``depth`` levels; returns ``(arrays, rows_reaching_driver)``."""
-    if depth >= 2 and num_partitions is not None and num_partitions > 2:
+    if depth >= 2 and num_partitions is None:
+        # Partition count unknown (no RDD API): one level of executor-side sums keyed by
+        # pid % UNKNOWN_FAN_IN, so at most that many partials reach the driver.
+        from pyspark.sql import functions as F
+
+        partials = partials.withColumn("pid", F.col("pid") % F.lit(UNKNOWN_FAN_IN)).groupBy("pid").applyInArrow(
+            _combine_group, PARTIAL_SCHEMA
+        )
+    elif depth >= 2 and num_partitions > 2:
         from pyspark.sql import functions as F
 
         scale = max(int(math.ceil(num_partitions ** (1.0 / depth))), 2)

@@ -5,7 +5,12 @@ import os
 import sys
 from typing import Dict, Optional
 
-__all__ = ["get_session", "is_connect", "local_defaults"]
+__all__ = ["get_session", "is_connect", "local_defaults", "ensure_vector_udf_support", "COLUMNAR_UDF_INPUT"]
+
+#: Spark 4.3 setting (default true) that feeds columnar input (Parquet scans, cached
+#: tables) straight into Arrow UDFs; that path fails on any ``VectorUDT`` column
+#: ("[UNSUPPORTED_DATATYPE] Unsupported data type UDT" in ``RowToColumnConverter``).
+COLUMNAR_UDF_INPUT = "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"
 
 
 def local_defaults(cores: Optional[int] = None) -> Dict[str, str]:
@@ -18,6 +23,7 @@ def local_defaults(cores: Optional[int] = None) -> Dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.python.worker.reuse": "true",
+        COLUMNAR_UDF_INPUT: "false",
     }
 
 
@@ -66,6 +72,7 @@ def get_session(
     if active is not None:
         for k in ("spark.sql.execution.arrow.pyspark.enabled",):
             active.conf.set(k, settings[k])
+        ensure_vector_udf_support(active)
         return active
     builder = SparkSession.builder.appName(app_name)
     if remote:
@@ -82,9 +89,27 @@ def get_session(
             continue  # static settings cannot be changed through Connect
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
+    ensure_vector_udf_support(spark)
     if not is_connect(spark):
         spark.sparkContext.setLogLevel(log_level)
     return spark
+
+
+def ensure_vector_udf_support(spark) -> None:
+    """Turn off Spark 4.3's columnar input to Arrow UDFs in this session if it is on.
+
+    Every stage that runs an Arrow UDF over or into a ``VectorUDT`` column calls
+    this before building its plan: with the setting on, Spark 4.3 fails such a
+    query at run time whenever the UDF's input is columnar (a Parquet scan, a
+    cached DataFrame).  The row-based path it falls back to is the one all
+    earlier Spark versions use.  Runtime SQL setting, so it also works through
+    Spark Connect; a no-op on versions without the setting.
+    """
+    try:
+        if str(spark.conf.get(COLUMNAR_UDF_INPUT)).lower() == "true":
+            spark.conf.set(COLUMNAR_UDF_INPUT, "false")
+    except Exception:  # the setting does not exist in this Spark version
+        pass
 
 
 def _launched_by_spark() -> bool:

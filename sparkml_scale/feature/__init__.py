@@ -1,4 +1,5 @@
-"""Feature transformers."""
+"""Feature transformers and estimators."""
 from .hasher import FeatureHasher
+from .pca import PCA, PCAModel
 
-__all__ = ["FeatureHasher"]
+__all__ = ["FeatureHasher", "PCA", "PCAModel"]

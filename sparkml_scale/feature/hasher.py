@@ -26,6 +26,7 @@ from pyspark.sql import types as T
 
 from ..core.arrow import block_to_vectors
 from ..core.persistence import ParamsReadWrite
+from ..core.session import ensure_vector_udf_support
 from ..core.schema import check_column, check_new_column
 
 __all__ = ["FeatureHasher", "hash_batch", "SEED", "SIGN_SEED"]
@@ -578,6 +579,7 @@ class FeatureHasher(Transformer, HasInputCols, HasOutputCol, HasNumFeatures, Par
             if to_string:
                 col = col.cast("string")
             args.append(col.alias(f"c{i}"))
+        ensure_vector_udf_support(dataset.sparkSession)
         udf = _make_udf(plans, n, self.getSigned())
         feature = udf(F.struct(*args)).alias(out, metadata={"ml_attr": {"num_attrs": n}})
         return dataset.select("*", feature)

@@ -1,0 +1,543 @@
+"""Distributed PCA: exact (one Gram pass + ``eigh``) and randomized (subspace iteration).
+
+Exact method
+    One map-reduce pass accumulates the row count, column sums and the scatter
+    ``X^T X`` of each Arrow batch with ``dsyrk`` (dense) or a CSR product
+    (sparse), tree-aggregated (:func:`sparkml_scale.core.gram.gram_pass`); the
+    driver forms the covariance ``C = (X^T X - n mu mu^T) / (n - 1)`` and runs
+    ``numpy.linalg.eigh``.  Same definition as Spark MLlib's
+    ``RowMatrix.computePrincipalComponentsAndExplainedVariance`` (covariance with
+    ``n - 1``, explained variance = eigenvalue / sum of all eigenvalues).
+
+Randomized method (wide data; MLlib refuses more than 65,535 columns)
+    A first pass gets ``n``, the mean, the total variance (trace of ``C``) and
+    the columns with any non-zero value (the support ``S``; hashed features use
+    few of their ``2^18`` slots).  Then randomized subspace iteration with
+    Rayleigh-Ritz on the operator ``C`` restricted to ``S`` (Halko, Martinsson
+    & Tropp 2011, "Finding structure with randomness", Alg. 4.4 + 5.5): each
+    pass computes ``X_S^T (X_S Q)`` per partition, the driver subtracts
+    ``n mu (mu^T Q)`` (the centring is never applied to the data, so sparse
+    stays sparse), orthonormalises and takes the Ritz values/vectors of
+    ``Q^T C Q``.  It stops when the ``k`` leading Ritz values change by less
+    than ``tol`` relative to itself, or after ``maxIter`` passes.  Accuracy depends on the
+    spectral gap ``lambda_{k+oversampling+1} / lambda_k``: raise ``oversampling``
+    or ``maxIter`` for flat spectra.  Driver memory
+    ``O(|S| * (k + oversampling))``.
+
+``method="auto"`` uses exact when ``d <= 4096``; otherwise it runs the
+moments pass, and then exact on the support if ``|S| <= 4096`` (a small Gram
+matrix), else randomized.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional
+
+import numpy as np
+import pyarrow as pa
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.linalg import DenseMatrix, DenseVector, VectorUDT
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasMaxIter, HasOutputCol, HasSeed, HasTol
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from ..core.arrow import dense_to_vectors, vectors_to_block
+from ..core.gram import covariance_apply_pass, gram_pass, moments_pass, probe_vectors
+from ..core.persistence import ModelLoadError, ParamsReadWrite
+from ..core.session import ensure_vector_udf_support
+from ..core.schema import check_new_column, check_vector_column
+
+__all__ = ["PCA", "PCAModel", "EXACT_MAX_FEATURES"]
+
+log = logging.getLogger(__name__)
+
+#: Largest number of (support) columns for which the exact method builds the d x d matrix
+#: under ``method="auto"``; ``method="exact"`` accepts up to :data:`EXACT_LIMIT`.
+EXACT_MAX_FEATURES = 4096
+#: Hard limit of the exact method (a 16384 x 16384 float64 matrix is 2 GiB).
+EXACT_LIMIT = 16384
+
+
+class _PCAParams(HasInputCol, HasOutputCol, HasMaxIter, HasSeed, HasTol):
+    k: "Param[int]" = Param(Params._dummy(), "k", "the number of principal components (> 0)",
+                            typeConverter=TypeConverters.toInt)
+    method: "Param[str]" = Param(
+        Params._dummy(),
+        "method",
+        "eigensolver: 'auto', 'exact' (d x d covariance + eigh) or 'randomized' (subspace iteration)",
+        typeConverter=TypeConverters.toString,
+    )
+    oversampling: "Param[int]" = Param(
+        Params._dummy(), "oversampling", "extra subspace columns of the randomized method (>= 0)",
+        typeConverter=TypeConverters.toInt,
+    )
+    center: "Param[bool]" = Param(
+        Params._dummy(),
+        "center",
+        "subtract the mean before projecting in transform (False: MLlib's PCAModel, True: scikit-learn's)",
+        typeConverter=TypeConverters.toBoolean,
+    )
+    whiten: "Param[bool]" = Param(
+        Params._dummy(), "whiten", "divide each component by its standard deviation in transform",
+        typeConverter=TypeConverters.toBoolean,
+    )
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._setDefault(method="auto", oversampling=10, maxIter=20, tol=1e-6, center=False, whiten=False,
+                         seed=0)
+
+    def getK(self) -> int:
+        return self.getOrDefault(self.k)
+
+    def getMethod(self) -> str:
+        return self.getOrDefault(self.method)
+
+    def getOversampling(self) -> int:
+        return self.getOrDefault(self.oversampling)
+
+    def getCenter(self) -> bool:
+        return self.getOrDefault(self.center)
+
+    def getWhiten(self) -> bool:
+        return self.getOrDefault(self.whiten)
+
+    def _validate_params(self) -> None:
+        if not self.isDefined(self.k):
+            raise ValueError("param 'k' is not set: the number of principal components")
+        if self.getK() < 1:
+            raise ValueError(f"param 'k' must be >= 1, got {self.getK()}")
+        if self.getMethod() not in ("auto", "exact", "randomized"):
+            raise ValueError(f"param 'method' must be 'auto', 'exact' or 'randomized', got {self.getMethod()!r}")
+        if self.getOversampling() < 0:
+            raise ValueError(f"param 'oversampling' must be >= 0, got {self.getOversampling()}")
+        if self.getMaxIter() < 1:
+            raise ValueError(f"param 'maxIter' must be >= 1, got {self.getMaxIter()}")
+        if not self.getTol() >= 0:
+            raise ValueError(f"param 'tol' must be >= 0, got {self.getTol()}")
+        if not self.isDefined(self.inputCol):
+            raise ValueError("param 'inputCol' is not set")
+        if not self.isDefined(self.outputCol) or not self.getOutputCol():
+            raise ValueError("param 'outputCol' is not set")
+
+
+class PCA(_PCAParams, Estimator, ParamsReadWrite):
+    """Principal component analysis of a vector column, fitted by map-reduce.
+
+    Drop-in for :class:`pyspark.ml.feature.PCA` (params ``k``, ``inputCol``,
+    ``outputCol``; same ``pc``/``explainedVariance`` up to the sign of each
+    component) with extra params:
+
+    - ``method``: ``"auto"`` (default), ``"exact"``, ``"randomized"`` (see the module docstring);
+    - ``oversampling`` (default 10), ``maxIter`` (default 20, randomized
+      passes), ``tol`` (default 1e-6: the randomized iteration stops when each
+      of the ``k`` leading Ritz values changed by at most ``tol`` times itself), ``seed`` (default 0);
+    - ``center`` (default False): transform projects ``x`` (MLlib) or ``x - mean`` (scikit-learn);
+    - ``whiten`` (default False): divide each projected component by ``sqrt(eigenvalue)``.
+
+    Input: ``inputCol`` of ``VectorUDT`` (dense or sparse, all the same size ``d``).
+    Output model: ``pc`` (DenseMatrix ``d x k``, orthonormal columns, sign
+    fixed so that each column's largest-magnitude entry is positive),
+    ``explainedVariance`` (DenseVector ``k``, fraction of the total variance),
+    ``eigenvalues`` (variances along the components, float64), ``singularValues``
+    (``sqrt(eigenvalues * (n - 1))``, as scikit-learn), ``mean`` (DenseVector ``d``),
+    ``count``, ``methodUsed``.
+
+    Raises ``ValueError``/``TypeError`` naming the param or column: ``k < 1`` or
+    ``k > d``, missing or non-vector ``inputCol``, existing ``outputCol``, null
+    vectors, vectors of different sizes, NaN/inf values, fewer than 2 rows.
+    """
+
+    @keyword_only
+    def __init__(self, *, k: Optional[int] = None, inputCol: Optional[str] = None,
+                 outputCol: Optional[str] = None, method: str = "auto", oversampling: int = 10,
+                 maxIter: int = 20, tol: float = 1e-6, seed: int = 0, center: bool = False,
+                 whiten: bool = False) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, k: Optional[int] = None, inputCol: Optional[str] = None,
+                  outputCol: Optional[str] = None, method: str = "auto", oversampling: int = 10,
+                  maxIter: int = 20, tol: float = 1e-6, seed: int = 0, center: bool = False,
+                  whiten: bool = False) -> "PCA":
+        return self._set(**self._input_kwargs)
+
+    def setK(self, value: int) -> "PCA":
+        return self._set(k=value)
+
+    def setInputCol(self, value: str) -> "PCA":
+        return self._set(inputCol=value)
+
+    def setOutputCol(self, value: str) -> "PCA":
+        return self._set(outputCol=value)
+
+    def setMethod(self, value: str) -> "PCA":
+        return self._set(method=value)
+
+    def setOversampling(self, value: int) -> "PCA":
+        return self._set(oversampling=value)
+
+    def setMaxIter(self, value: int) -> "PCA":
+        return self._set(maxIter=value)
+
+    def setTol(self, value: float) -> "PCA":
+        return self._set(tol=value)
+
+    def setSeed(self, value: int) -> "PCA":
+        return self._set(seed=value)
+
+    def setCenter(self, value: bool) -> "PCA":
+        return self._set(center=value)
+
+    def setWhiten(self, value: bool) -> "PCA":
+        return self._set(whiten=value)
+
+    def _fit(self, dataset: DataFrame) -> "PCAModel":
+        self._validate_params()
+        col = self.getInputCol()
+        check_vector_column(dataset.schema, col, "inputCol")
+        check_new_column(dataset.schema, self.getOutputCol(), "outputCol")
+        k = self.getK()
+        probe = probe_vectors(dataset, col)
+        dense, d, _ = probe
+        if d is None:
+            raise ValueError(f"column {col!r} (inputCol): the DataFrame is empty (no non-null vector)")
+        if k > d:
+            raise ValueError(f"param 'k' = {k} is larger than the number of features d = {d} of column {col!r}")
+        method = self.getMethod()
+        if method == "exact" or (method == "auto" and d <= EXACT_MAX_FEATURES):
+            if d <= EXACT_MAX_FEATURES:
+                res = self._exact(dataset, col, probe, d, k)
+            else:
+                mom = moments_pass(dataset, col, probe=probe)
+                if len(mom.support) > EXACT_LIMIT:
+                    raise ValueError(
+                        f"method='exact' needs a {len(mom.support)} x {len(mom.support)} matrix "
+                        f"(column {col!r} has {len(mom.support)} non-zero columns, limit {EXACT_LIMIT}); "
+                        "use method='randomized' or 'auto'"
+                    )
+                res = self._exact_on_support(dataset, col, probe, mom, k)
+        else:
+            mom = moments_pass(dataset, col, probe=probe)
+            if method == "auto" and len(mom.support) <= EXACT_MAX_FEATURES:
+                res = self._exact_on_support(dataset, col, probe, mom, k)
+            else:
+                res = self._randomized(dataset, col, dense, d, mom, k)
+        pc, eig, total, mean, n, used = res
+        pc = _fix_signs(pc)
+        model = PCAModel._create(pc, eig, total, mean, n, used)
+        self._copyValues(model)
+        return model
+
+    # -- exact -----------------------------------------------------------------
+    def _exact(self, df, col, probe, d, k):
+        g = gram_pass(df, col, probe=probe)
+        _need_two_rows(g.count, col)
+        cov = g.centered_scatter() / (g.count - 1)
+        eig, vec = np.linalg.eigh(cov)
+        order = np.argsort(eig)[::-1]
+        eig, vec = eig[order], vec[:, order]
+        total = float(np.abs(eig).sum())  # MLlib: SVD of the covariance, singular values = |eigenvalues|
+        return vec[:, :k], eig[:k], total, g.mean, g.count, "exact"
+
+    def _exact_on_support(self, df, col, probe, mom, k):
+        """Exact eigenproblem restricted to the non-zero columns (the others have zero variance)."""
+        _need_two_rows(mom.count, col)
+        d = mom.num_features
+        S = mom.support
+        sub = _select_columns(df, col, S, d)
+        g = gram_pass(sub, "__pca_support", probe=(False, len(S), None))
+        cov = g.centered_scatter() / (g.count - 1)
+        eig, vec = np.linalg.eigh(cov)
+        order = np.argsort(eig)[::-1]
+        eig, vec = eig[order], vec[:, order]
+        total = float(np.abs(eig).sum())
+        pc, eig_k = _embed(vec[:, :k], eig[:k], S, d, k)
+        return pc, eig_k, total, mom.mean, mom.count, "exact"
+
+    # -- randomized ------------------------------------------------------------
+    def _randomized(self, df, col, dense, d, mom, k):
+        _need_two_rows(mom.count, col)
+        S = mom.support
+        s = len(S)
+        n = mom.count
+        total = float(mom.variance.sum())
+        mean = mom.mean
+        if s == 0:
+            return np.eye(d, k), np.zeros(k), total, mean, n, "randomized"
+        l_ = min(k + self.getOversampling(), s)
+        mu = mean[S]
+        rng = np.random.default_rng(self.getSeed())
+        Q, _ = np.linalg.qr(rng.standard_normal((s, l_)))
+        prev = None
+        tol = self.getTol()
+        best = None
+        for it in range(self.getMaxIter()):
+            Y = covariance_apply_pass(df, col, dense, d, S, Q)
+            Y = (Y - n * np.outer(mu, mu @ Q)) / (n - 1)  # C Q, centring applied implicitly
+            T_ = Q.T @ Y
+            theta, U = np.linalg.eigh((T_ + T_.T) / 2)
+            order = np.argsort(theta)[::-1]
+            theta, U = theta[order], U[:, order]
+            best = (Q @ U[:, :k], theta[:k].copy())
+            lead = theta[: min(k, len(theta))]
+            done = prev is not None and np.all(np.abs(lead - prev) <= tol * np.maximum(np.abs(lead), 1e-300))
+            log.info("PCA randomized: pass %d, leading Ritz values %s", it + 1, lead[:3])
+            if done or l_ == s:
+                break
+            prev = lead
+            Q, _ = np.linalg.qr(Y)
+        pc, eig_k = _embed(best[0], best[1], S, d, k)
+        return pc, eig_k, total, mean, n, "randomized"
+
+
+def _embed(vec_s: np.ndarray, eig: np.ndarray, S: np.ndarray, d: int, k: int):
+    """Components over the support ``S`` (``|S| x kk``) as a ``d x k`` matrix; when ``kk < k``
+    the missing zero-variance components are unit vectors outside the support."""
+    kk = vec_s.shape[1]
+    pc = np.zeros((d, k))
+    pc[S, :kk] = vec_s
+    eig_k = np.zeros(k)
+    eig_k[:kk] = eig[:kk]
+    if kk < k:
+        free = np.setdiff1d(np.arange(d), S)[: k - kk]
+        pc[free, np.arange(kk, k)] = 1.0
+    return pc, eig_k
+
+
+def _need_two_rows(n: int, col: str) -> None:
+    if n < 2:
+        raise ValueError(f"column {col!r} (inputCol): PCA needs at least 2 rows, got {n}")
+
+
+def _select_columns(df, col: str, support: np.ndarray, d: int):
+    """``df`` with one sparse vector column ``__pca_support`` holding ``col``'s entries at ``support``."""
+    from pyspark.sql import functions as F
+
+    S = np.asarray(support, dtype=np.int64)
+    s = len(S)
+
+    def restrict(vectors: pa.Array) -> pa.Array:
+        import scipy.sparse as sp
+
+        from sparkml_scale.core.arrow import block_to_vectors
+
+        X = vectors_to_block(vectors, col, size=d, dense=False)
+        pos = np.minimum(np.searchsorted(S, X.indices), s - 1)
+        hit = S[pos] == X.indices
+        Xs = sp.csr_matrix((np.where(hit, X.data, 0.0), pos.astype(np.int32), X.indptr), shape=(X.shape[0], s))
+        return block_to_vectors(Xs)
+
+    ensure_vector_udf_support(df.sparkSession)
+    udf = F.arrow_udf(restrict, VectorUDT())
+    c = F.col(f"`{col}`")
+    return df.select(F.when(c.isNull(), F.lit(None)).otherwise(udf(c)).alias("__pca_support"))
+
+
+def _fix_signs(pc: np.ndarray) -> np.ndarray:
+    """Flip each column so that its largest-magnitude entry is positive (deterministic signs)."""
+    if pc.size == 0:
+        return pc
+    idx = np.argmax(np.abs(pc), axis=0)
+    signs = np.sign(pc[idx, np.arange(pc.shape[1])])
+    signs[signs == 0] = 1.0
+    pc *= signs  # in place: pc can be d x k with d = 2^18 or more
+    return pc
+
+
+class PCAModel(_PCAParams, Model, ParamsReadWrite):
+    """A fitted :class:`PCA`: projects ``inputCol`` onto the ``k`` principal components.
+
+    ``transform`` adds ``outputCol`` (dense ``VectorUDT`` of size ``k``):
+    ``pc^T x`` (MLlib), ``pc^T (x - mean)`` with ``center=True``, each
+    component divided by ``sqrt(eigenvalue)`` with ``whiten=True`` (zero
+    eigenvalues are left undivided).  Null input vectors give null output.
+    ``inverseTransform`` maps projections back to the input space.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pc = np.zeros((0, 0))
+        self._eig = np.zeros(0)
+        self._total = 0.0
+        self._mean = np.zeros(0)
+        self._count = 0
+        self._used = "exact"
+
+    @classmethod
+    def _create(cls, pc, eig, total, mean, count, used) -> "PCAModel":
+        m = cls()
+        m._pc = np.ascontiguousarray(pc, dtype=np.float64)
+        m._eig = np.asarray(eig, dtype=np.float64)
+        m._total = float(total)
+        m._mean = np.asarray(mean, dtype=np.float64)
+        m._count = int(count)
+        m._used = used
+        return m
+
+    def _model_arrays(self) -> Dict[str, np.ndarray]:
+        return {
+            "pc": self._pc,
+            "eigenvalues": self._eig,
+            "total": np.array([self._total]),
+            "mean": self._mean,
+            "count": np.array([self._count], dtype=np.int64),
+            "exact": np.array([self._used == "exact"]),
+        }
+
+    @classmethod
+    def _from_arrays(cls, arrays: Dict[str, np.ndarray], metadata: Dict[str, Any]) -> "PCAModel":
+        try:
+            return cls._create(arrays["pc"], arrays["eigenvalues"], float(arrays["total"][0]), arrays["mean"],
+                               int(arrays["count"][0]), "exact" if bool(arrays["exact"][0]) else "randomized")
+        except (KeyError, IndexError):
+            raise ModelLoadError("saved PCAModel data is incomplete") from None
+
+    def copy(self, extra=None) -> "PCAModel":
+        that = super().copy(extra)
+        for a in ("_pc", "_eig", "_total", "_mean", "_count", "_used"):
+            setattr(that, a, getattr(self, a))
+        return that
+
+    def setInputCol(self, value: str) -> "PCAModel":
+        return self._set(inputCol=value)
+
+    def setOutputCol(self, value: str) -> "PCAModel":
+        return self._set(outputCol=value)
+
+    def setCenter(self, value: bool) -> "PCAModel":
+        return self._set(center=value)
+
+    def setWhiten(self, value: bool) -> "PCAModel":
+        return self._set(whiten=value)
+
+    @property
+    def pc(self) -> DenseMatrix:
+        """Principal components, ``d x k`` (column j = component j), as MLlib."""
+        d, k = self._pc.shape
+        return DenseMatrix(d, k, self._pc.ravel(order="F").tolist())
+
+    @property
+    def explainedVariance(self) -> DenseVector:
+        """Fraction of the total variance along each component (MLlib's definition)."""
+        return DenseVector(self._eig / self._total if self._total > 0 else np.zeros_like(self._eig))
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        """Variance along each component (covariance eigenvalues, ``n - 1`` denominator), ``(k,)``."""
+        return self._eig.copy()
+
+    @property
+    def singularValues(self) -> np.ndarray:
+        """Singular values of the centred data matrix, ``sqrt(eigenvalues * (n - 1))``, ``(k,)``."""
+        return np.sqrt(np.maximum(self._eig, 0.0) * max(self._count - 1, 0))
+
+    @property
+    def mean(self) -> DenseVector:
+        return DenseVector(self._mean)
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def methodUsed(self) -> str:
+        """The method that fitted the model: ``"exact"`` or ``"randomized"`` (``method`` is the requested one)."""
+        return self._used
+
+    def _scales(self):
+        k = self._pc.shape[1]
+        if not self.getWhiten():
+            return None
+        sd = np.sqrt(np.maximum(self._eig, 0.0))
+        return np.where(sd > 0, sd, 1.0) if k else None
+
+    def transformSchema(self, schema: T.StructType) -> T.StructType:
+        check_vector_column(schema, self.getInputCol(), "inputCol")
+        check_new_column(schema, self.getOutputCol(), "outputCol")
+        return T.StructType(list(schema.fields) + [T.StructField(self.getOutputCol(), VectorUDT(), True)])
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        self.transformSchema(dataset.schema)
+        col = self.getInputCol()
+        pc = self._pc
+        d = pc.shape[0]
+        offset = (self._mean @ pc) if self.getCenter() else None
+        scales = self._scales()
+
+        def project(vectors: pa.Array) -> pa.Array:
+            if isinstance(vectors, pa.ChunkedArray):
+                vectors = vectors.combine_chunks()
+            valid = None
+            if vectors.null_count:
+                valid = vectors.is_valid()
+                vectors = vectors.filter(valid)
+            Y = np.asarray(vectors_to_block(vectors, col, size=d) @ pc)
+            if offset is not None:
+                Y = Y - offset
+            if scales is not None:
+                Y = Y / scales
+            out = dense_to_vectors(Y)
+            if valid is not None:
+                out = _scatter_nulls(out, valid)
+            return out
+
+        ensure_vector_udf_support(dataset.sparkSession)
+        udf = F.arrow_udf(project, VectorUDT())
+        return dataset.select("*", udf(F.col(f"`{col}`")).alias(self.getOutputCol()))
+
+    def inverseTransform(self, dataset: DataFrame, outputCol: Optional[str] = None) -> DataFrame:
+        """Map the projections in ``outputCol`` back to the input space.
+
+        Adds column ``outputCol`` (default ``<inputCol>_reconstructed``), a dense
+        vector of size ``d``: ``pc @ (y * sqrt(eigenvalues) if whiten else y)``,
+        plus ``mean`` when ``center=True``.  With all ``d`` components this
+        recovers the input exactly (up to rounding).  Raises ``ValueError``/
+        ``TypeError`` if the projection column is missing or not a vector, or the
+        new column exists.
+        """
+        from pyspark.sql import functions as F
+
+        src = self.getOutputCol()
+        new = outputCol or f"{self.getInputCol()}_reconstructed"
+        check_vector_column(dataset.schema, src, "outputCol")
+        check_new_column(dataset.schema, new, "outputCol (of inverseTransform)")
+        pc = self._pc
+        k = pc.shape[1]
+        mean = self._mean if self.getCenter() else None
+        scales = self._scales()
+
+        def back(vectors: pa.Array) -> pa.Array:
+            if isinstance(vectors, pa.ChunkedArray):
+                vectors = vectors.combine_chunks()
+            valid = None
+            if vectors.null_count:
+                valid = vectors.is_valid()
+                vectors = vectors.filter(valid)
+            Y = np.asarray(vectors_to_block(vectors, src, size=k, dense=True))
+            if scales is not None:
+                Y = Y * scales
+            X = Y @ pc.T
+            if mean is not None:
+                X = X + mean
+            out = dense_to_vectors(X)
+            if valid is not None:
+                out = _scatter_nulls(out, valid)
+            return out
+
+        ensure_vector_udf_support(dataset.sparkSession)
+        udf = F.arrow_udf(back, VectorUDT())
+        return dataset.select("*", udf(F.col(f"`{src}`")).alias(new))
+
+
+def _scatter_nulls(values: pa.Array, valid: pa.Array) -> pa.Array:
+    """Put ``values`` (one per valid row) back into a column with nulls where ``valid`` is false."""
+    mask = valid.to_numpy(zero_copy_only=False)
+    idx = np.full(len(mask), -1, dtype=np.int64)
+    idx[mask] = np.arange(int(mask.sum()))
+    return values.take(pa.array(idx, mask=~mask))

@@ -1,0 +1,4 @@
+"""Regression estimators."""
+from .linear_regression import LinearRegression, LinearRegressionModel, LinearRegressionTrainingSummary
+
+__all__ = ["LinearRegression", "LinearRegressionModel", "LinearRegressionTrainingSummary"]

@@ -1,0 +1,224 @@
+"""PCA: parity with Spark MLlib and scikit-learn, randomized vs exact on wide sparse data,
+transform/inverseTransform, persistence, bad input."""
+import os
+
+import numpy as np
+import pytest
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.linalg import Vectors, VectorUDT
+from pyspark.sql import types as T
+
+from sparkml_scale.core.arrow import VectorColumnError
+from sparkml_scale.feature import PCA, FeatureHasher, PCAModel
+
+VEC = T.StructType([T.StructField("features", VectorUDT())])
+CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
+
+
+def _vec_frame(spark, X, sparse=False, parts=3):
+    if sparse:
+        rows = [(i, Vectors.sparse(X.shape[1], {j: float(v) for j, v in enumerate(r) if v != 0})) for i, r in enumerate(X)]
+    else:
+        rows = [(i, Vectors.dense(r)) for i, r in enumerate(X)]
+    return spark.createDataFrame(rows, ["id", "features"]).repartition(parts).cache()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits().data.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def digits_df(spark, digits):
+    return _vec_frame(spark, digits)
+
+
+def _collect(df, col, order="id"):
+    return np.array([r[0].toArray() for r in df.orderBy(order).select(col).collect()])
+
+
+def _match_signs(a, b):
+    """b with each column's sign flipped to agree with a."""
+    s = np.sign((a * b).sum(axis=0))
+    s[s == 0] = 1
+    return b * s
+
+
+@pytest.mark.skipif(CONNECT, reason="MLlib reference fits run in the classic session")
+@pytest.mark.parametrize("sparse", [False, True])
+def test_exact_matches_mllib(spark, digits, sparse):
+    from pyspark.ml.feature import PCA as MLlibPCA
+
+    df = _vec_frame(spark, digits, sparse=sparse)
+    ref = MLlibPCA(k=10, inputCol="features", outputCol="p").fit(df)
+    ours = PCA(k=10, inputCol="features", outputCol="p", method="exact").fit(df)
+    assert ours.methodUsed == "exact"
+    a, b = ref.pc.toArray(), ours.pc.toArray()
+    assert b.shape == (64, 10)
+    np.testing.assert_allclose(_match_signs(a, b), a, atol=1e-8)
+    np.testing.assert_allclose(ours.explainedVariance.toArray(), ref.explainedVariance.toArray(), atol=1e-8)
+    # transform: pc^T x without centring, as MLlib's PCAModel
+    np.testing.assert_allclose(
+        _match_signs(_collect(ref.transform(df), "p"), _collect(ours.transform(df), "p")),
+        _collect(ref.transform(df), "p"),
+        atol=1e-7,
+    )
+    df.unpersist()
+
+
+@pytest.mark.connect
+def test_centered_whitened_matches_sklearn(spark, digits, digits_df):
+    from sklearn.decomposition import PCA as SkPCA
+
+    sk = SkPCA(n_components=8, whiten=True).fit(digits)
+    m = PCA(k=8, inputCol="features", outputCol="p", center=True, whiten=True).fit(digits_df)
+    np.testing.assert_allclose(m.eigenvalues, sk.explained_variance_, rtol=1e-10)
+    np.testing.assert_allclose(m.singularValues, sk.singular_values_, rtol=1e-10)
+    np.testing.assert_allclose(m.mean.toArray(), sk.mean_, atol=1e-12)
+    assert m.count == len(digits)
+    Y = _collect(m.transform(digits_df), "p")
+    np.testing.assert_allclose(_match_signs(sk.transform(digits), Y), sk.transform(digits), atol=1e-8)
+    # inverseTransform undoes whitening and centring: the rank-8 reconstruction
+    back = _collect(m.inverseTransform(m.transform(digits_df)), "features_reconstructed")
+    np.testing.assert_allclose(back, sk.inverse_transform(sk.transform(digits)), atol=1e-8)
+
+
+@pytest.mark.connect
+def test_full_rank_inverse_is_identity(spark):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 5)) @ rng.normal(size=(5, 5)) + 10.0
+    df = _vec_frame(spark, X, parts=2)
+    m = PCA(k=5, inputCol="features", outputCol="p", center=True).fit(df)
+    back = _collect(m.inverseTransform(m.transform(df), outputCol="x_hat"), "x_hat")
+    np.testing.assert_allclose(back, X, atol=1e-9)
+    pc = m.pc.toArray()
+    np.testing.assert_allclose(pc.T @ pc, np.eye(5), atol=1e-12)
+    np.testing.assert_allclose(m.explainedVariance.toArray().sum(), 1.0, atol=1e-12)
+
+
+@pytest.mark.connect
+def test_randomized_agrees_with_exact_dense(spark, digits, digits_df):
+    exact = PCA(k=5, inputCol="features", outputCol="p", method="exact").fit(digits_df)
+    rnd = PCA(k=5, inputCol="features", outputCol="p", method="randomized", seed=7).fit(digits_df)
+    assert rnd.methodUsed == "randomized"
+    np.testing.assert_allclose(rnd.eigenvalues, exact.eigenvalues, rtol=1e-3)
+    np.testing.assert_allclose(rnd.explainedVariance.toArray(), exact.explainedVariance.toArray(), rtol=1e-3)
+    a, b = exact.pc.toArray(), rnd.pc.toArray()
+    np.testing.assert_allclose(np.abs((a * b).sum(axis=0)), 1.0, atol=1e-3)  # same directions
+
+
+@pytest.fixture(scope="module")
+def hashed(spark):
+    """2^18-column hashed sparse vectors (FeatureHasher over categorical + numeric columns)."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    a = rng.integers(0, 40, n)
+    b = (a // 4 + rng.integers(0, 3, n)) % 25  # correlated with a
+    c = rng.integers(0, 60, n)
+    x = rng.gamma(2.0, 3.0, n) + a * 0.3
+    rows = [(int(i), f"a{a[i]}", f"b{b[i]}", f"c{c[i]}", float(x[i])) for i in range(n)]
+    df = spark.createDataFrame(rows, "id long, a string, b string, c string, x double")
+    fh = FeatureHasher(inputCols=["a", "b", "c", "x"], outputCol="features")
+    return fh.transform(df).select("id", "features").repartition(3).cache()
+
+
+def _dense_reference(df, d):
+    rows = df.orderBy("id").select("features").collect()
+    idx = sorted({int(i) for r in rows for i in r[0].indices})
+    X = np.zeros((len(rows), len(idx)))
+    pos = {j: p for p, j in enumerate(idx)}
+    for r_i, r in enumerate(rows):
+        for j, v in zip(r[0].indices, r[0].values):
+            X[r_i, pos[int(j)]] += v
+    return X, np.array(idx)
+
+
+@pytest.mark.connect
+def test_randomized_on_wide_sparse_agrees_with_exact(spark, hashed):
+    d = 1 << 18
+    X, support = _dense_reference(hashed, d)
+    cov = np.cov(X, rowvar=False)
+    ref_eig = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    ref_total = np.trace(cov)
+
+    auto = PCA(k=6, inputCol="features", outputCol="p").fit(hashed)
+    assert auto.methodUsed == "exact"  # d = 2^18 but only ~130 non-zero columns
+    rnd = PCA(k=6, inputCol="features", outputCol="p", method="randomized", oversampling=10, seed=1).fit(hashed)
+    assert rnd.methodUsed == "randomized"
+    for m in (auto, rnd):
+        assert m.pc.numRows == d and m.pc.numCols == 6
+        np.testing.assert_allclose(m.eigenvalues, ref_eig[:6], rtol=1e-3)
+        np.testing.assert_allclose(m.explainedVariance.toArray(), ref_eig[:6] / ref_total, rtol=1e-3)
+        pc = m.pc.toArray()
+        outside = np.setdiff1d(np.arange(d), support)
+        assert np.abs(pc[outside]).max() == 0.0
+    np.testing.assert_allclose(auto.eigenvalues, ref_eig[:6], rtol=1e-9)
+    # transform of sparse input: x . pc per component
+    Y = _collect(rnd.transform(hashed), "p")
+    assert Y.shape == (3000, 6)
+    np.testing.assert_allclose(Y, X @ rnd.pc.toArray()[support], atol=1e-8)
+
+
+@pytest.mark.connect
+def test_pipeline_save_load(spark, digits_df, tmp_path):
+    pipe = Pipeline(stages=[PCA(k=4, inputCol="features", outputCol="p", center=True)])
+    model = pipe.fit(digits_df)
+    path = str(tmp_path / "pca_pipe")
+    model.write().overwrite().save(path)
+    loaded = PipelineModel.load(path)
+    stage = loaded.stages[0]
+    assert isinstance(stage, PCAModel)
+    assert stage.getK() == 4 and stage.getCenter() is True
+    np.testing.assert_array_equal(stage.pc.toArray(), model.stages[0].pc.toArray())
+    np.testing.assert_array_equal(stage.eigenvalues, model.stages[0].eigenvalues)
+    np.testing.assert_allclose(_collect(loaded.transform(digits_df), "p"), _collect(model.transform(digits_df), "p"))
+    est_path = str(tmp_path / "pca_est")
+    PCA(k=3, inputCol="features", outputCol="q", method="randomized").save(est_path)
+    est = PCA.load(est_path)
+    assert est.getK() == 3 and est.getMethod() == "randomized"
+
+
+@pytest.mark.connect
+def test_null_vectors_pass_through_transform(spark, digits_df):
+    m = PCA(k=2, inputCol="features", outputCol="p").fit(digits_df)
+    df = spark.createDataFrame([(1, Vectors.dense(np.ones(64))), (2, None)], T.StructType([T.StructField("id", T.IntegerType()), T.StructField("features", VectorUDT())]))
+    out = {r["id"]: r["p"] for r in m.transform(df).collect()}
+    assert out[2] is None
+    np.testing.assert_allclose(out[1].toArray(), np.ones(64) @ m.pc.toArray())
+
+
+@pytest.mark.connect
+def test_bad_input(spark, digits_df):
+    with pytest.raises(ValueError, match="'k'"):
+        PCA(k=0, inputCol="features", outputCol="p").fit(digits_df)
+    with pytest.raises(ValueError, match="'k' = 65"):
+        PCA(k=65, inputCol="features", outputCol="p").fit(digits_df)
+    with pytest.raises(ValueError, match="'method'"):
+        PCA(k=2, inputCol="features", outputCol="p", method="svd").fit(digits_df)
+    with pytest.raises(ValueError, match="'nope'"):
+        PCA(k=2, inputCol="nope", outputCol="p").fit(digits_df)
+    with pytest.raises(TypeError, match="'id'"):
+        PCA(k=2, inputCol="id", outputCol="p").fit(digits_df)
+    with pytest.raises(ValueError, match="'id'.*already exists"):
+        PCA(k=2, inputCol="features", outputCol="id").fit(digits_df)
+    mixed = spark.createDataFrame(
+        [(Vectors.dense([1.0, 2.0]),), (Vectors.dense([1.0, 2.0, 3.0]),)] * 3, ["features"]
+    ).coalesce(1)
+    with pytest.raises(VectorColumnError, match="'features'.*different sizes"):
+        PCA(k=1, inputCol="features", outputCol="p", method="exact").fit(mixed)
+    nulls = spark.createDataFrame([(Vectors.dense([1.0, 2.0]),), (None,), (Vectors.dense([0.0, 1.0]),)],
+                                  VEC)
+    with pytest.raises(VectorColumnError, match="'features'.*1 null"):
+        PCA(k=1, inputCol="features", outputCol="p").fit(nulls)
+    nan = spark.createDataFrame([(Vectors.dense([1.0, float("nan")]),), (Vectors.dense([0.0, 1.0]),)],
+                                VEC)
+    with pytest.raises(ValueError, match="'features'.*NaN"):
+        PCA(k=1, inputCol="features", outputCol="p").fit(nan)
+    empty = spark.createDataFrame([], VEC)
+    with pytest.raises(ValueError, match="'features'.*empty"):
+        PCA(k=1, inputCol="features", outputCol="p").fit(empty)
+    one = spark.createDataFrame([(Vectors.dense([1.0, 2.0]),)], VEC)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        PCA(k=1, inputCol="features", outputCol="p").fit(one)
