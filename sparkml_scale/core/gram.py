@@ -312,7 +312,7 @@ class Moments:
 
     ``count``; ``sum`` and ``sum_sq`` (``(d,)`` float64, about the shift ``c``);
     ``mean`` and ``variance`` (unbiased, ``/(n - 1)``); ``support`` (sorted int64
-    indices of the columns with any non-zero value).
+    indices of the columns with any non-zero value); ``num_partitions`` of the data.
     """
 
     def __init__(self, arrays, shift: np.ndarray):
@@ -325,6 +325,7 @@ class Moments:
         self.mean = shift + m_c
         self.variance = np.maximum(s2 - n * m_c * m_c, 0.0) / max(self.count - 1, 1)
         self.support = np.flatnonzero(nz > 0).astype(np.int64)
+        self.num_partitions: Optional[int] = None
 
     @property
     def num_features(self) -> int:
@@ -359,10 +360,11 @@ def moments_pass(df, features_col: str, depth: int = 2, probe=None) -> Moments:
             return None
         return [meta, s1, s2, nz]
 
-    arrays, _ = tree_aggregate(df.select(vector_input(features_col, dense)), partial, depth=depth)
+    arrays, nparts = tree_aggregate(df.select(vector_input(features_col, dense)), partial, depth=depth)
     if arrays is None:
         raise ValueError(f"column {features_col!r}: the DataFrame is empty")
     mom = Moments(arrays, shift)
+    mom.num_partitions = nparts
     _check_meta(mom.meta, features_col, d)
     if mom.count == 0:
         raise ValueError(f"column {features_col!r}: the DataFrame has no usable rows")
@@ -370,7 +372,14 @@ def moments_pass(df, features_col: str, depth: int = 2, probe=None) -> Moments:
 
 
 def covariance_apply_pass(
-    df, features_col: str, dense: bool, d: int, support: np.ndarray, Q: np.ndarray, depth: int = 2
+    df,
+    features_col: str,
+    dense: bool,
+    d: int,
+    support: np.ndarray,
+    Q: np.ndarray,
+    depth: int = 2,
+    num_partitions: Optional[int] = None,
 ) -> np.ndarray:
     """One Spark job: ``X_S^T (X_S Q)`` for the columns ``S = support`` of the data.
 
@@ -405,7 +414,9 @@ def covariance_apply_pass(
             acc += X.T @ (X @ Q)
         return [acc] if seen else None
 
-    arrays, _ = tree_aggregate(df.select(vector_input(features_col, dense)), partial, depth=depth)
+    arrays, _ = tree_aggregate(
+        df.select(vector_input(features_col, dense)), partial, depth=depth, num_partitions=num_partitions
+    )
     if arrays is None:
         return np.zeros((s, l_))
     return np.asarray(arrays[0])

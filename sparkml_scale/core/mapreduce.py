@@ -25,8 +25,6 @@ __all__ = ["encode_arrays", "decode_arrays", "tree_aggregate", "reduce_partials"
 
 PARTIAL_SCHEMA = "pid long, payload binary"
 _PARTIAL_ARROW = pa.schema([("pid", pa.int64()), ("payload", pa.binary())])
-#: Partials that reach the driver at most when the partition count is unknown and depth >= 2.
-UNKNOWN_FAN_IN = 8
 _ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "|i1", "|u1", "|b1", "<u4", "<u8"}
 
 
@@ -119,8 +117,9 @@ def tree_aggregate(
     Returns
     -------
     (arrays, num_partitions) : the element-wise sums (``None`` if every partition
-    returned ``None``) and the number of partials that reached the driver when
-    ``depth == 1``/unknown partitions, i.e. the partition count of ``df``.
+    returned ``None``) and the partition count of ``df`` (pass it to later calls
+    on the same data to skip counting); with ``depth == 1`` or a tree, the
+    number of partials that reached the driver.
     """
 
     def mapper(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -128,21 +127,22 @@ def tree_aggregate(
         yield _one_row(_partition_id(), encode_arrays(res) if res is not None else b"")
 
     partials = df.mapInArrow(mapper, PARTIAL_SCHEMA)
+    if depth >= 2 and num_partitions is None:
+        # The partition count is not known without RDD APIs: materialise the (small)
+        # partial rows once, count them, then reduce with a tree planned for that count.
+        partials = partials.persist()
+        try:
+            num_partitions = partials.count()
+            return reduce_partials(partials, depth, num_partitions)[0], num_partitions
+        finally:
+            partials.unpersist()
     return reduce_partials(partials, depth, num_partitions)
 
 
 def reduce_partials(partials, depth: int = 2, num_partitions: Optional[int] = None):
     """Sum a DataFrame of encoded partials (schema :data:`PARTIAL_SCHEMA`, one row per
     partition) as a tree of ``depth`` levels; returns ``(arrays, rows_reaching_driver)``."""
-    if depth >= 2 and num_partitions is None:
-        # Partition count unknown (no RDD API): one level of executor-side sums keyed by
-        # pid % UNKNOWN_FAN_IN, so at most that many partials reach the driver.
-        from pyspark.sql import functions as F
-
-        partials = partials.withColumn("pid", F.col("pid") % F.lit(UNKNOWN_FAN_IN)).groupBy("pid").applyInArrow(
-            _combine_group, PARTIAL_SCHEMA
-        )
-    elif depth >= 2 and num_partitions > 2:
+    if depth >= 2 and num_partitions is not None and num_partitions > 2:
         from pyspark.sql import functions as F
 
         scale = max(int(math.ceil(num_partitions ** (1.0 / depth))), 2)

@@ -276,7 +276,7 @@ class PCA(_PCAParams, Estimator, ParamsReadWrite):
         tol = self.getTol()
         best = None
         for it in range(self.getMaxIter()):
-            Y = covariance_apply_pass(df, col, dense, d, S, Q)
+            Y = covariance_apply_pass(df, col, dense, d, S, Q, num_partitions=mom.num_partitions)
             Y = (Y - n * np.outer(mu, mu @ Q)) / (n - 1)  # C Q, centring applied implicitly
             T_ = Q.T @ Y
             theta, U = np.linalg.eigh((T_ + T_.T) / 2)
