@@ -181,8 +181,8 @@ def test_pipeline_save_load(spark, cancer, tmp_path):
         (lambda df: df.withColumnRenamed("features", "f"), ValueError, ["features", "featuresCol"]),
         (lambda df: df.selectExpr("'a' AS features", "label"), TypeError, ["features", "vector"]),
         (lambda df: df.selectExpr("features", "CAST(label AS STRING) AS label"), TypeError, ["label"]),
-        (lambda df: df.selectExpr("features", "label * 2 AS label"), ValueError, ["label", "0 and 1"]),
-        (lambda df: df.selectExpr("features", "0.0 AS label"), ValueError, ["label", "both classes"]),
+        (lambda df: df.selectExpr("features", "label - 0.5 AS label"), ValueError, ["label", "class indices"]),
+        (lambda df: df.selectExpr("features", "0.0 AS label"), ValueError, ["label", "two classes"]),
         (lambda df: df.limit(0), ValueError, ["empty"]),
     ],
 )
@@ -222,7 +222,12 @@ def test_bad_values(spark):
     )
     with pytest.raises(ValueError, match="w.*weightCol"):
         LogisticRegression(weightCol="w").fit(neg_w)
-    for bad in (dict(regParam=-1.0), dict(elasticNetParam=2.0), dict(maxIter=-1), dict(family="multinomial")):
+    three = spark.createDataFrame(
+        [(Vectors.dense([1.0]), 1.0), (Vectors.dense([0.0]), 0.0), (Vectors.dense([2.0]), 2.0)], ["features", "label"]
+    )
+    with pytest.raises(ValueError, match="label.*0 and 1"):
+        LogisticRegression(family="binomial").fit(three)
+    for bad in (dict(regParam=-1.0), dict(elasticNetParam=2.0), dict(maxIter=-1), dict(family="poisson")):
         with pytest.raises(ValueError, match=list(bad)[0]):
             LogisticRegression(**bad).fit(neg_w)
 

@@ -1,16 +1,20 @@
-"""Binomial logistic regression fitted by map-reduce over Arrow blocks.
+"""Logistic regression (binomial and multinomial) fitted by map-reduce over Arrow blocks.
 
 Objective (the same as Spark MLlib's ``LogisticRegression``)::
 
-    f(beta, b) = 1/W * sum_i w_i * (log(1 + exp(m_i)) - y_i * m_i)
-                 + regParam * ((1 - alpha) / 2 * ||beta_s||_2^2 + alpha * ||beta_s||_1)
+    f(B, b) = 1/W * sum_i w_i * loss_i
+              + regParam * ((1 - alpha) / 2 * ||B_s||_2^2 + alpha * ||B_s||_1)
 
-with ``m_i = x_i . beta + b``, ``W = sum_i w_i``, ``alpha = elasticNetParam`` and
-``beta_s = beta * std`` the coefficients in the standardized feature space
-(``std`` the unbiased weighted standard deviation of each feature).  With
-``standardization=False`` the penalty applies to ``beta`` itself, as in
-MLlib.  The intercept is never penalized.  Features with zero variance get a
-zero coefficient (as MLlib).
+binomial: ``loss_i = log(1 + exp(m_i)) - y_i m_i`` with ``m_i = x_i . beta + b``;
+multinomial (``K`` classes, softmax without pivot class, as MLlib):
+``loss_i = log(sum_k exp(m_ik)) - m_{i, y_i}`` with ``m_ik = x_i . B_k + b_k``.
+``W = sum_i w_i``, ``alpha = elasticNetParam`` and ``B_s = B * std`` the
+coefficients in the standardized feature space (``std`` the unbiased weighted
+standard deviation of each feature).  With ``standardization=False`` the
+penalty applies to ``B`` itself, as in MLlib.  Intercepts are never
+penalized.  Features with zero variance get zero coefficients (as MLlib).
+Multinomial results are reported as MLlib does: intercepts centred to mean 0,
+and without regularization the coefficients centred across classes (glmnet).
 
 Each loss/gradient evaluation is one Spark job: every partition computes its
 partial sums with numpy BLAS on cached blocks (dense ``X @ beta`` and
@@ -26,9 +30,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
+from scipy.special import logsumexp
 import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
@@ -64,6 +69,11 @@ __all__ = ["LogisticRegression", "LogisticRegressionModel", "BinaryLogisticRegre
 
 log = logging.getLogger(__name__)
 
+#: Iterations over which the relative decrease of the objective is compared with ``tol``.
+STOP_WINDOW = 5
+#: Most classes a multinomial fit accepts (labels 0 .. MAX_CLASSES - 1).
+MAX_CLASSES = 1000
+
 
 class _LogisticRegressionParams(
     HasFeaturesCol,
@@ -84,7 +94,7 @@ class _LogisticRegressionParams(
     family = Param(
         Params._dummy(),
         "family",
-        "label distribution: 'auto' or 'binomial' (multinomial is not supported yet)",
+        "label distribution: 'auto' (binomial for 2 classes, else multinomial), 'binomial' or 'multinomial'",
         typeConverter=TypeConverters.toString,
     )
 
@@ -118,10 +128,9 @@ class _LogisticRegressionParams(
             raise ValueError(f"param 'threshold' must be in [0, 1], got {self.getThreshold()}")
         if self.getAggregationDepth() < 1:
             raise ValueError(f"param 'aggregationDepth' must be >= 1, got {self.getAggregationDepth()}")
-        if self.getFamily() not in ("auto", "binomial"):
+        if self.getFamily() not in ("auto", "binomial", "multinomial"):
             raise ValueError(
-                f"param 'family' must be 'auto' or 'binomial' (multinomial is not supported yet), "
-                f"got {self.getFamily()!r}"
+                f"param 'family' must be 'auto', 'binomial' or 'multinomial', got {self.getFamily()!r}"
             )
 
 
@@ -132,7 +141,7 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
     of float64, dense or sparse, size ``d``), ``labelCol`` ("label", numeric
     0/1), ``predictionCol``, ``probabilityCol``, ``rawPredictionCol``,
     ``maxIter`` (100), ``regParam`` (0.0), ``elasticNetParam`` (0.0),
-    ``tol`` (1e-6, relative change of the objective), ``fitIntercept`` (True),
+    ``tol`` (1e-6, relative decrease of the objective over the last 5 iterations), ``fitIntercept`` (True),
     ``standardization`` (True), ``threshold`` (0.5), ``weightCol`` (unset: all
     rows weigh 1), ``aggregationDepth`` (2), ``family`` ("auto"/"binomial").
 
@@ -256,14 +265,23 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
         self._check_schema(dataset.schema)
         t0 = time.perf_counter()
         fcol, lcol, wcol = self.getFeaturesCol(), self.getLabelCol(), self._weight_col()
-        data = make_blocks(dataset, fcol, lcol, wcol, num_label_slots=2, depth=self.getAggregationDepth())
+        family = self.getFamily()
+        slots = 2 if family == "binomial" else MAX_CLASSES
+        data = make_blocks(dataset, fcol, lcol, wcol, num_label_slots=slots, depth=self.getAggregationDepth())
         try:
             stats = data.stats
-            _check_stats(stats, fcol, lcol, wcol)
-            coef, intercept, history = self._train(data.blocks, stats)
+            _check_stats(stats, fcol, lcol, wcol, family)
+            present = np.flatnonzero(stats.label_counts > 0)
+            num_classes = max(int(present[-1]) + 1, 2)
+            multinomial = family == "multinomial" or (family == "auto" and num_classes > 2)
+            K = num_classes if multinomial else 1
+            coef, intercept, history = self._train(data.blocks, stats, K, num_classes)
         finally:
             data.unpersist()
-        model = LogisticRegressionModel._create(coef, intercept)
+        if multinomial:
+            model = LogisticRegressionModel._create_multinomial(coef, intercept)
+        else:
+            model = LogisticRegressionModel._create(coef[0], float(intercept[0]))
         self._copyValues(model)
         model._summary = BinaryLogisticRegressionTrainingSummary(
             objectiveHistory=history,
@@ -272,7 +290,9 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
         )
         return model
 
-    def _train(self, blocks, stats):
+    def _train(self, blocks, stats, K: int, num_classes: int):
+        """Fit ``K`` rows of coefficients (1: binomial logistic loss; ``K`` = numClasses:
+        softmax without pivot class, as MLlib).  Returns ``(coef (K, d), intercept (K,), history)``."""
         d = stats.num_features
         std = stats.std
         inv_std = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
@@ -289,75 +309,95 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
         else:
             pen2 = inv_std**2
             pen1 = inv_std
+        pen2 = np.tile(pen2, K)
+        pen1 = np.tile(pen1, K)
         depth = self.getAggregationDepth()
         nparts = stats.num_partitions
+        multinomial = K > 1 or num_classes > 2
 
         # Optimise in the centred, scaled space (better conditioned; same optimum):
-        # m = sum_j beta_s_j * (x_j - mu_j) / std_j + b_c, centring applied implicitly so
+        # margins sum_j beta_s_kj * (x_j - mu_j) / std_j + b_c_k, centring applied implicitly so
         # sparse blocks stay sparse.  Without an intercept there is nothing to centre.
         mu = stats.mean if fit_b else np.zeros(d)
         mu_s = mu * inv_std
+        nb = K if fit_b else 0
 
-        def loss_grad_raw(beta_s: np.ndarray, b_c: float):
-            coef = beta_s * inv_std
-            b = b_c - float(coef @ mu)
+        def loss_grad_raw(beta_s: np.ndarray, b_c: np.ndarray):
+            coef = beta_s * inv_std  # (K, d)
+            b = b_c - coef @ mu  # (K,)
+            kk = K
 
             def partial(batches):
                 loss = 0.0
-                g = np.zeros(d)
-                gb = 0.0
+                g = np.zeros((kk, d))
+                gb = np.zeros(kk)
                 seen = False
                 for X, y, w in iter_blocks(batches):
                     seen = True
-                    m = X @ coef + b
-                    # log(1 + exp(m)) - y m, stable for large |m|
-                    loss += float(w @ (np.logaddexp(0.0, m) - y * m))
-                    r = w * (_sigmoid(m) - y)
-                    g += X.T @ r
-                    gb += float(r.sum())
+                    M = np.asarray(X @ coef.T) + b  # (n, K)
+                    if multinomial:
+                        lse = logsumexp(M, axis=1)
+                        yi = y.astype(np.int64)
+                        loss += float(w @ (lse - M[np.arange(len(yi)), yi]))
+                        R = np.exp(M - lse[:, None])
+                        R[np.arange(len(yi)), yi] -= 1.0
+                        R *= w[:, None]
+                    else:
+                        m = M[:, 0]
+                        # log(1 + exp(m)) - y m, stable for large |m|
+                        loss += float(w @ (np.logaddexp(0.0, m) - y * m))
+                        R = (w * (_sigmoid(m) - y))[:, None]
+                    g += np.asarray(X.T @ R).T
+                    gb += R.sum(axis=0)
                 if not seen:
                     return None
-                return [np.array([loss, gb]), g]
+                return [np.array([loss]), gb, g]
 
             arrays, _ = tree_aggregate(blocks, partial, depth=depth, num_partitions=nparts)
-            (lb, g) = arrays
-            return lb[0] / W, (g * inv_std - mu_s * lb[1]) / W, lb[1] / W
+            (lv, gb, g) = arrays
+            return lv[0] / W, (g * inv_std - np.outer(gb, mu_s)) / W, gb / W
 
-        # Variables: [beta_s (d), b (1 if fitIntercept)] or with L1 [beta+ (d), beta- (d), b].
+        # Variables: [beta_s (K*d), b (K if fitIntercept)] or with L1 [beta+ (K*d), beta- (K*d), b].
         use_l1 = l1 > 0
+        n = K * d
 
         def unpack(x):
-            if use_l1:
-                beta = x[:d] - x[d : 2 * d]
-            else:
-                beta = x[:d]
-            b = x[-1] if fit_b else 0.0
-            return beta, b
+            beta = x[:n] - x[n : 2 * n] if use_l1 else x[:n]
+            b = x[len(x) - nb :] if fit_b else np.zeros(K)
+            return beta.reshape(K, d), b
 
         def objective(x):
             beta, b = unpack(x)
             f, g, gb = loss_grad_raw(beta, b)
-            f += 0.5 * l2 * float(np.sum(pen2 * beta * beta))
-            g = g + l2 * pen2 * beta
+            bf = beta.ravel()
+            f += 0.5 * l2 * float(np.sum(pen2 * bf * bf))
+            g = g.ravel() + l2 * pen2 * bf
             if use_l1:
-                f += l1 * float(np.sum(pen1 * (x[:d] + x[d : 2 * d])))
+                f += l1 * float(np.sum(pen1 * (x[:n] + x[n : 2 * n])))
                 grad = np.concatenate([g + l1 * pen1, -g + l1 * pen1])
             else:
                 grad = g
             if fit_b:
-                grad = np.append(grad, gb)
+                grad = np.concatenate([grad, gb])
             return f, grad
 
-        # Start: zero coefficients; intercept at the log-odds of the prior (as MLlib).
-        p1 = stats.label_counts[1] / W
-        b0 = float(np.log(p1 / (1.0 - p1))) if fit_b else 0.0
-        nvar = (2 * d if use_l1 else d) + (1 if fit_b else 0)
+        # Start: zero coefficients; intercepts at the (smoothed, centred) log prior, as MLlib.
+        counts = stats.label_counts[:num_classes]
+        if not fit_b:
+            b0 = np.zeros(K)
+        elif multinomial:
+            raw = np.log1p(counts)
+            b0 = raw - raw.mean()
+        else:
+            p1 = counts[1] / W
+            b0 = np.array([float(np.log(p1 / (1.0 - p1)))])
+        nvar = (2 * n if use_l1 else n) + nb
         x0 = np.zeros(nvar)
         if fit_b:
-            x0[-1] = b0
+            x0[nvar - nb :] = b0
         bounds = None
         if use_l1:
-            bounds = [(0.0, None)] * (2 * d) + ([(None, None)] if fit_b else [])
+            bounds = [(0.0, None)] * (2 * n) + [(None, None)] * nb
 
         history: List[float] = []
         f0, _ = objective(x0)
@@ -368,30 +408,53 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
         tol = self.getTol()
 
         def callback(intermediate_result):
-            # Convergence as MLlib (Breeze): relative change of the objective below ``tol``.
+            # Converged when the objective decreased by at most ``tol`` (relative) over the last
+            # STOP_WINDOW iterations -- a windowed version of MLlib's (Breeze's) relative
+            # function-value test; one tiny step (common with bounds, i.e. L1) does not stop it.
             f = float(intermediate_result.fun)
-            prev = history[-1]
             history.append(f)
-            if abs(prev - f) <= tol * max(abs(f), 1e-300):
+            if len(history) > STOP_WINDOW and history[-1 - STOP_WINDOW] - f <= tol * max(abs(f), 1e-300):
                 raise StopIteration
 
         max_iter = self.getMaxIter()
-        if max_iter == 0:
-            beta, b_c = unpack(x0)
-            return beta * inv_std, float(b_c), history
-        res = minimize(
-            objective,
-            x0,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            callback=callback,
-            options={"maxiter": max_iter, "ftol": 0.0, "gtol": 1e-12, "maxfun": max_iter * 20 + 20, "maxcor": 10},
-        )
-        log.info("LogisticRegression: L-BFGS-B %s after %d iterations (%d passes)", res.message, res.nit, res.nfev)
-        beta, b_c = unpack(res.x)
+        xs = x0
+        if max_iter > 0:
+            res = minimize(
+                objective,
+                x0,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                callback=callback,
+                options={"maxiter": max_iter, "ftol": 0.0, "gtol": 1e-12, "maxfun": max_iter * 20 + 20,
+                         "maxcor": 10},
+            )
+            log.info("LogisticRegression: L-BFGS-B %s after %d iterations (%d passes)", res.message, res.nit,
+                     res.nfev)
+            xs = res.x
+        beta, b_c = unpack(xs)
         coef = beta * inv_std
-        return coef, float(b_c - coef @ mu), history
+        intercept = b_c - coef @ mu
+        if multinomial:
+            # Without regularization softmax coefficients are identifiable only up to a constant
+            # per feature: MLlib (after glmnet) reports the class-mean-centred ones; the
+            # intercepts are always centred.
+            if lam == 0.0:
+                coef = coef - coef.mean(axis=0, keepdims=True)
+            if fit_b:
+                intercept = intercept - intercept.mean()
+        return coef, intercept, history
+
+
+def _predict_block(X, B: np.ndarray, b: np.ndarray, threshold: float):
+    """Raw predictions, probabilities (``(n, 2)`` or ``(n, K)``) and predictions (float64) of a block."""
+    M = np.asarray(X @ B.T) + b
+    if B.shape[0] == 1:
+        m = M[:, 0]
+        p = _sigmoid(m)
+        return np.column_stack([-m, m]), np.column_stack([1.0 - p, p]), (p > threshold).astype(np.float64)
+    P = np.exp(M - logsumexp(M, axis=1, keepdims=True))
+    return M, P, np.argmax(P, axis=1).astype(np.float64)
 
 
 def _sigmoid(m: np.ndarray) -> np.ndarray:
@@ -400,7 +463,7 @@ def _sigmoid(m: np.ndarray) -> np.ndarray:
     return expit(m)
 
 
-def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str]) -> None:
+def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str], family: str = "binomial") -> None:
     if stats.null_vectors:
         raise ValueError(f"column {fcol!r} (featuresCol) holds {stats.null_vectors} null vector(s)")
     if stats.count == 0:
@@ -414,9 +477,14 @@ def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str]) -> None:
             f"column {wcol!r} (weightCol) holds {stats.bad_weights} negative, NaN or null weight(s)"
         )
     if stats.bad_labels:
+        if family == "binomial":
+            raise ValueError(
+                f"column {lcol!r} (labelCol) holds {stats.bad_labels} value(s) other than 0 and 1 "
+                f"(or null/NaN); binomial logistic regression needs labels 0.0 and 1.0"
+            )
         raise ValueError(
-            f"column {lcol!r} (labelCol) holds {stats.bad_labels} value(s) other than 0 and 1 "
-            f"(or null/NaN); binomial logistic regression needs labels 0.0 and 1.0"
+            f"column {lcol!r} (labelCol) holds {stats.bad_labels} value(s) that are not class indices "
+            f"0.0, 1.0, ..., {MAX_CLASSES - 1}.0 (or null/NaN)"
         )
     if stats.weight_sum <= 0:
         raise ValueError(f"column {wcol!r} (weightCol): the weights sum to zero")
@@ -424,7 +492,7 @@ def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str]) -> None:
     if present < 2:
         only = int(np.argmax(stats.label_counts))
         raise ValueError(
-            f"column {lcol!r} (labelCol) holds only label {only}: logistic regression needs both classes"
+            f"column {lcol!r} (labelCol) holds only label {only}: logistic regression needs two classes or more"
         )
 
 
@@ -446,29 +514,85 @@ class BinaryLogisticRegressionTrainingSummary:
 
 
 class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model, ParamsReadWrite):
-    """Fitted binomial logistic regression.
+    """Fitted logistic regression, binomial or multinomial.
 
-    Attributes: ``coefficients`` (DenseVector, size ``numFeatures``),
-    ``intercept`` (float), ``coefficientMatrix`` (1 x d), ``interceptVector``,
-    ``numFeatures``, ``numClasses`` (2), ``summary`` / ``hasSummary``.
+    Attributes: ``coefficientMatrix`` (``K x d`` DenseMatrix; ``1 x d`` when
+    binomial), ``interceptVector`` (``K``), ``numFeatures``, ``numClasses``,
+    ``summary`` / ``hasSummary``; binomial models also have ``coefficients``
+    (DenseVector, size ``d``) and ``intercept`` (float), which raise
+    ``AttributeError`` on a multinomial model, as MLlib's.
 
-    ``transform`` appends ``rawPrediction`` (vector ``[-m, m]``),
-    ``probability`` (vector ``[1-p, p]``) and ``prediction`` (double 0/1,
-    ``p > threshold``) -- Spark's column types; a column whose param is set to
-    ``""`` is not produced.  It runs as one vectorised Arrow UDF per batch.
+    ``transform`` appends ``rawPrediction``, ``probability`` and ``prediction``
+    with Spark's column types.  Binomial: raw ``[-m, m]``, probability
+    ``[1-p, p]``, prediction ``p > threshold``.  Multinomial: raw = the ``K``
+    margins, probability = their softmax, prediction = the index of the
+    largest probability.  A column whose param is ``""`` is not produced.  It
+    runs as one vectorised Arrow UDF per batch.
     """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._B: Optional[np.ndarray] = None  # (K, d) when multinomial
+        self._b: Optional[np.ndarray] = None  # (K,)
+
+    @classmethod
+    def _create_multinomial(cls, coef: np.ndarray, intercept: np.ndarray) -> "LogisticRegressionModel":
+        m = cls()
+        m._B = np.ascontiguousarray(coef, dtype=np.float64)
+        m._b = np.asarray(intercept, dtype=np.float64)
+        m._coef = np.zeros(m._B.shape[1])
+        return m
+
+    @property
+    def isMultinomial(self) -> bool:
+        return self._B is not None
+
+    def _matrix(self):
+        """``(B (K, d), b (K,))``: one row for binomial models."""
+        if self._B is not None:
+            return self._B, self._b
+        return self._coef[None, :], np.array([self._intercept])
+
+    def _model_arrays(self) -> Dict[str, np.ndarray]:
+        if self._B is None:
+            return super()._model_arrays()
+        return {"coefficientMatrix": self._B, "interceptVector": self._b}
+
+    @classmethod
+    def _from_arrays(cls, arrays: Dict[str, np.ndarray], metadata: Dict[str, Any]) -> "LogisticRegressionModel":
+        if "coefficientMatrix" in arrays and "interceptVector" in arrays:
+            return cls._create_multinomial(arrays["coefficientMatrix"], arrays["interceptVector"])
+        return super()._from_arrays(arrays, metadata)
+
+    def copy(self, extra=None) -> "LogisticRegressionModel":
+        that = super().copy(extra)
+        that._B, that._b = self._B, self._b
+        return that
+
+    @property
+    def coefficients(self) -> DenseVector:
+        if self._B is not None:
+            raise AttributeError("Multinomial models contain a matrix of coefficients, use coefficientMatrix instead.")
+        return DenseVector(self._coef)
+
+    @property
+    def intercept(self) -> float:
+        if self._B is not None:
+            raise AttributeError("Multinomial models contain a vector of intercepts, use interceptVector instead.")
+        return self._intercept
 
     @property
     def coefficientMatrix(self) -> DenseMatrix:
-        return DenseMatrix(1, len(self._coef), self._coef.tolist(), isTransposed=True)
+        B, _ = self._matrix()
+        return DenseMatrix(B.shape[0], B.shape[1], B.ravel().tolist(), isTransposed=True)
 
     @property
     def interceptVector(self) -> DenseVector:
-        return DenseVector([self._intercept])
+        return DenseVector(self._matrix()[1])
 
     @property
     def numClasses(self) -> int:
-        return 2
+        return 2 if self._B is None else int(self._B.shape[0])
 
     def setFeaturesCol(self, value: str) -> "LogisticRegressionModel":
         return self._set(featuresCol=value)
@@ -487,15 +611,15 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
 
     # single-vector helpers, as MLlib's model
     def predictRaw(self, value: Vector) -> DenseVector:
-        m = float(value.dot(self._coef)) + self._intercept
-        return DenseVector([-m, m])
+        raw, _, _ = _predict_block(value.toArray()[None, :], *self._matrix(), self.getThreshold())
+        return DenseVector(raw[0])
 
     def predictProbability(self, value: Vector) -> DenseVector:
-        p = float(_sigmoid(np.array([float(value.dot(self._coef)) + self._intercept]))[0])
-        return DenseVector([1.0 - p, p])
+        _, prob, _ = _predict_block(value.toArray()[None, :], *self._matrix(), self.getThreshold())
+        return DenseVector(prob[0])
 
     def predict(self, value: Vector) -> float:
-        return 1.0 if self.predictProbability(value)[1] > self.getThreshold() else 0.0
+        return float(_predict_block(value.toArray()[None, :], *self._matrix(), self.getThreshold())[2][0])
 
     def _outputs(self):
         return [
@@ -525,10 +649,9 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
         outputs = self._outputs()
         if not outputs:
             return dataset
-        coef = self._coef
-        b = self._intercept
+        B, bvec = self._matrix()
         thr = self.getThreshold()
-        d = len(coef)
+        d = B.shape[1]
         fcol = self.getFeaturesCol()
         kinds = [param for _, param in outputs]
         ret = T.StructType(
@@ -540,16 +663,15 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
 
         def predict_batch(vectors: pa.Array) -> pa.Array:
             X = vectors_to_block(vectors, fcol, size=d)
-            m = X @ coef + b
-            p = _sigmoid(np.asarray(m).ravel())
+            raw, prob, pred = _predict_block(X, B, bvec, thr)
             cols = []
             for k in kinds:
                 if k == "rawPredictionCol":
-                    cols.append(dense_to_vectors(np.column_stack([-m, m])))
+                    cols.append(dense_to_vectors(raw))
                 elif k == "probabilityCol":
-                    cols.append(dense_to_vectors(np.column_stack([1.0 - p, p])))
+                    cols.append(dense_to_vectors(prob))
                 else:
-                    cols.append(pa.array((p > thr).astype(np.float64)))
+                    cols.append(pa.array(pred))
             return pa.StructArray.from_arrays(cols, names=[f.name for f in ret.fields])
 
         ensure_vector_udf_support(dataset.sparkSession)
