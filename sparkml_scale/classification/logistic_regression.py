@@ -69,8 +69,8 @@ __all__ = ["LogisticRegression", "LogisticRegressionModel", "BinaryLogisticRegre
 
 log = logging.getLogger(__name__)
 
-#: Iterations over which the relative decrease of the objective is compared with ``tol``.
-STOP_WINDOW = 5
+#: Iterations over which the decrease of the objective is compared with ``tol`` (Breeze's 20).
+STOP_WINDOW = 20
 #: Most classes a multinomial fit accepts (labels 0 .. MAX_CLASSES - 1).
 MAX_CLASSES = 1000
 
@@ -141,7 +141,7 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
     of float64, dense or sparse, size ``d``), ``labelCol`` ("label", numeric
     0/1), ``predictionCol``, ``probabilityCol``, ``rawPredictionCol``,
     ``maxIter`` (100), ``regParam`` (0.0), ``elasticNetParam`` (0.0),
-    ``tol`` (1e-6, relative decrease of the objective over the last 5 iterations), ``fitIntercept`` (True),
+    ``tol`` (1e-6; stops when the gradient norm is at most ``tol`` times the objective, as MLlib), ``fitIntercept`` (True),
     ``standardization`` (True), ``threshold`` (0.5), ``weightCol`` (unset: all
     rows weigh 1), ``aggregationDepth`` (2), ``family`` ("auto"/"binomial").
 
@@ -366,7 +366,10 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
             b = x[len(x) - nb :] if fit_b else np.zeros(K)
             return beta.reshape(K, d), b
 
+        last = {}
+
         def objective(x):
+            last["x"] = x.copy()
             beta, b = unpack(x)
             f, g, gb = loss_grad_raw(beta, b)
             bf = beta.ravel()
@@ -379,6 +382,7 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
                 grad = g
             if fit_b:
                 grad = np.concatenate([grad, gb])
+            last["g"] = grad
             return f, grad
 
         # Start: zero coefficients; intercepts at the (smoothed, centred) log prior, as MLlib.
@@ -408,12 +412,21 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
         tol = self.getTol()
 
         def callback(intermediate_result):
-            # Converged when the objective decreased by at most ``tol`` (relative) over the last
-            # STOP_WINDOW iterations -- a windowed version of MLlib's (Breeze's) relative
-            # function-value test; one tiny step (common with bounds, i.e. L1) does not stop it.
+            # MLlib's (Breeze's default) convergence test: the norm of the (projected) gradient
+            # is at most max(tol * f, 1e-8), or the objective fell by at most tol * |f0| over the
+            # last STOP_WINDOW iterations.
+            x = intermediate_result.x
             f = float(intermediate_result.fun)
             history.append(f)
-            if len(history) > STOP_WINDOW and history[-1 - STOP_WINDOW] - f <= tol * max(abs(f), 1e-300):
+            if "g" in last and np.array_equal(last["x"], x):
+                g = last["g"]
+                if bounds is not None:  # projected gradient: no descent below a bound of 0
+                    g = g.copy()
+                    at_bound = (x[: 2 * n] <= 0.0) & (g[: 2 * n] > 0.0)
+                    g[: 2 * n][at_bound] = 0.0
+                if np.linalg.norm(g) <= max(tol * f, 1e-8):
+                    raise StopIteration
+            if len(history) > STOP_WINDOW and max(history[-STOP_WINDOW:]) - f <= tol * abs(history[0]):
                 raise StopIteration
 
         max_iter = self.getMaxIter()
