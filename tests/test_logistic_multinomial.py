@@ -123,3 +123,27 @@ def test_multinomial_transform_and_persistence(spark, wine_df, tmp_path):
     v = Vectors.dense(_load("wine")[0][0])
     np.testing.assert_allclose(stage.predictProbability(v).toArray(), ref.predictProbability(v).toArray(), atol=1e-4)
     assert stage.predict(v) == ref.predict(v)
+
+
+def test_training_summary_matches_mllib(cancer_df, wine_df):
+    from pyspark.ml.classification import LogisticRegression as MLlibLR
+
+    for df, kw in ((cancer_df, dict(regParam=0.01, weightCol="w")), (wine_df, dict(regParam=0.01))):
+        kw = dict(tol=1e-12, maxIter=3000, **kw)
+        ref = MLlibLR(**kw).fit(df).summary
+        ours = LogisticRegression(**kw).fit(df).summary
+        assert ours.numInstances == df.count()
+        assert abs(ours.accuracy - ref.accuracy) < 1e-12
+        np.testing.assert_allclose(ours.precisionByLabel, ref.precisionByLabel, atol=1e-12)
+        np.testing.assert_allclose(ours.recallByLabel, ref.recallByLabel, atol=1e-12)
+        np.testing.assert_allclose(ours.fMeasureByLabel(), ref.fMeasureByLabel(), atol=1e-12)
+        np.testing.assert_allclose(ours.fMeasureByLabel(0.5), ref.fMeasureByLabel(0.5), atol=1e-12)
+        assert abs(ours.weightedPrecision - ref.weightedPrecision) < 1e-12
+        assert abs(ours.weightedRecall - ref.weightedRecall) < 1e-12
+        assert ours.labels == list(ref.labels)
+        if "weightCol" in kw:
+            assert abs(ours.areaUnderROC - ref.areaUnderROC) < 1e-6
+            assert 0.95 < ours.areaUnderROC <= 1.0
+        else:
+            with pytest.raises(AttributeError, match="binomial"):
+                ours.areaUnderROC

@@ -247,3 +247,20 @@ def test_cross_validator(spark, cancer):
     cvm = cv.fit(df)
     assert len(cvm.avgMetrics) == 2 and cvm.avgMetrics[1] > cvm.avgMetrics[0] > 0.5
     assert cvm.bestModel.getRegParam() == 0.001
+
+
+@pytest.mark.connect
+def test_summary_metrics_on_training_data(spark, cancer):
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    X, y = cancer
+    df = _frame(spark, X[:, :10], y)
+    model = LogisticRegression(regParam=0.01).fit(df)
+    s = model.summary
+    Xd = X[:, :10]
+    m = Xd @ model.coefficients.toArray() + model.intercept
+    assert abs(s.areaUnderROC - roc_auc_score(y, m)) < 1e-9
+    assert abs(s.accuracy - accuracy_score(y, (m > 0).astype(float))) < 1e-12
+    cm = s.confusionMatrix
+    assert cm.shape == (2, 2) and cm.sum() == len(y)
+    assert s.recallByLabel[1] == cm[1, 1] / cm[1].sum()

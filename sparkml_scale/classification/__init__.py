@@ -1,8 +1,14 @@
 """Classifiers."""
 from .logistic_regression import (
     BinaryLogisticRegressionTrainingSummary,
+    LogisticRegressionTrainingSummary,
     LogisticRegression,
     LogisticRegressionModel,
 )
 
-__all__ = ["LogisticRegression", "LogisticRegressionModel", "BinaryLogisticRegressionTrainingSummary"]
+__all__ = [
+    "LogisticRegression",
+    "LogisticRegressionModel",
+    "LogisticRegressionTrainingSummary",
+    "BinaryLogisticRegressionTrainingSummary",
+]

@@ -65,7 +65,12 @@ from ..core.persistence import ParamsReadWrite
 from ..core.session import ensure_vector_udf_support
 from ..core.schema import check_new_column, check_numeric_column, check_vector_column
 
-__all__ = ["LogisticRegression", "LogisticRegressionModel", "BinaryLogisticRegressionTrainingSummary"]
+__all__ = [
+    "LogisticRegression",
+    "LogisticRegressionModel",
+    "LogisticRegressionTrainingSummary",
+    "BinaryLogisticRegressionTrainingSummary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +288,15 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
         else:
             model = LogisticRegressionModel._create(coef[0], float(intercept[0]))
         self._copyValues(model)
-        model._summary = BinaryLogisticRegressionTrainingSummary(
+        model._summary = LogisticRegressionTrainingSummary(
             objectiveHistory=history,
             numInstances=stats.count,
             trainingSeconds=time.perf_counter() - t0,
+            model=model,
+            dataset=dataset,
+            labelCol=lcol,
+            weightCol=wcol,
+            numClasses=num_classes if multinomial else 2,
         )
         return model
 
@@ -509,21 +519,137 @@ def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str], family: str =
         )
 
 
-class BinaryLogisticRegressionTrainingSummary:
-    """Training summary: ``objectiveHistory`` (objective at the start and after each
-    L-BFGS iteration), ``totalIterations``, ``numInstances``, ``trainingSeconds``."""
+class LogisticRegressionTrainingSummary:
+    """Training summary, as MLlib's.
 
-    def __init__(self, objectiveHistory: List[float], numInstances: int, trainingSeconds: float):
+    Available at once: ``objectiveHistory`` (objective at the start and after each
+    L-BFGS iteration), ``totalIterations``, ``numInstances``, ``trainingSeconds``.
+
+    Computed on first access from the model's predictions on the training
+    DataFrame (weighted by ``weightCol`` when set): ``predictions``,
+    ``labels``, ``accuracy``, ``precisionByLabel``, ``recallByLabel``,
+    ``fMeasureByLabel(beta=1.0)`` (lists indexed by label), ``weightedPrecision``,
+    ``weightedRecall`` (one ``groupBy`` job for the confusion matrix), and for
+    binomial models ``areaUnderROC`` (Spark's ``BinaryClassificationEvaluator``
+    on the raw predictions, as MLlib's summary).  A label never predicted has
+    precision 0 (MLlib's convention).
+    """
+
+    def __init__(self, objectiveHistory: List[float], numInstances: int, trainingSeconds: float,
+                 model=None, dataset=None, labelCol: str = "label", weightCol: Optional[str] = None,
+                 numClasses: int = 2):
         self.objectiveHistory = list(objectiveHistory)
         self.totalIterations = len(self.objectiveHistory)
         self.numInstances = numInstances
         self.trainingSeconds = trainingSeconds
+        self._model = model
+        self._dataset = dataset
+        self._lcol = labelCol
+        self._wcol = weightCol
+        self._k = numClasses
+        self._cm: Optional[np.ndarray] = None
+        self._auc: Optional[float] = None
 
     def __repr__(self) -> str:
         return (
-            f"BinaryLogisticRegressionTrainingSummary(totalIterations={self.totalIterations}, "
+            f"{type(self).__name__}(totalIterations={self.totalIterations}, "
             f"finalObjective={self.objectiveHistory[-1]:.6g})"
         )
+
+    def _need_data(self):
+        if self._model is None or self._dataset is None:
+            raise RuntimeError("this summary has no training data attached (metrics need the fitted DataFrame)")
+
+    @property
+    def predictions(self):
+        self._need_data()
+        return self._model.transform(self._dataset)
+
+    def _scored(self, raw: bool):
+        m = self._model.copy()
+        m._summary = None
+        m.setPredictionCol("__sparkml_pred").setProbabilityCol("")
+        m.setRawPredictionCol("__sparkml_raw" if raw else "")
+        return m.transform(self._dataset)
+
+    @property
+    def confusionMatrix(self) -> np.ndarray:
+        """Weighted counts, ``(K, K)`` float64: rows = true label, columns = prediction."""
+        self._need_data()
+        if self._cm is None:
+            from pyspark.sql import functions as F
+
+            w = F.col(f"`{self._wcol}`").cast("double") if self._wcol else F.lit(1.0)
+            rows = (
+                self._scored(raw=False)
+                .select(F.col(f"`{self._lcol}`").cast("int").alias("y"), F.col("__sparkml_pred").cast("int").alias("p"),
+                        w.alias("w"))
+                .groupBy("y", "p").agg(F.sum("w").alias("w")).collect()
+            )
+            cm = np.zeros((self._k, self._k))
+            for r in rows:
+                cm[int(r["y"]), int(r["p"])] += float(r["w"])
+            self._cm = cm
+        return self._cm.copy()
+
+    @property
+    def labels(self) -> List[float]:
+        return [float(k) for k in range(self._k)]
+
+    @property
+    def accuracy(self) -> float:
+        cm = self.confusionMatrix
+        return float(np.trace(cm) / cm.sum())
+
+    @property
+    def precisionByLabel(self) -> List[float]:
+        cm = self.confusionMatrix
+        col = cm.sum(axis=0)
+        return [float(cm[k, k] / col[k]) if col[k] > 0 else 0.0 for k in range(self._k)]
+
+    @property
+    def recallByLabel(self) -> List[float]:
+        cm = self.confusionMatrix
+        row = cm.sum(axis=1)
+        return [float(cm[k, k] / row[k]) if row[k] > 0 else 0.0 for k in range(self._k)]
+
+    def fMeasureByLabel(self, beta: float = 1.0) -> List[float]:
+        """F-beta of each label (a method, as pyspark's)."""
+        out = []
+        b2 = beta * beta
+        for p, r in zip(self.precisionByLabel, self.recallByLabel):
+            out.append((1 + b2) * p * r / (b2 * p + r) if b2 * p + r > 0 else 0.0)
+        return out
+
+    @property
+    def weightedPrecision(self) -> float:
+        share = self.confusionMatrix.sum(axis=1) / self.confusionMatrix.sum()
+        return float(share @ np.array(self.precisionByLabel))
+
+    @property
+    def weightedRecall(self) -> float:
+        share = self.confusionMatrix.sum(axis=1) / self.confusionMatrix.sum()
+        return float(share @ np.array(self.recallByLabel))
+
+    @property
+    def areaUnderROC(self) -> float:
+        """Area under the ROC curve of the training predictions (binomial models only)."""
+        self._need_data()
+        if self._model.isMultinomial:
+            raise AttributeError("areaUnderROC is defined for binomial models only")
+        if self._auc is None:
+            from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+            ev = BinaryClassificationEvaluator(rawPredictionCol="__sparkml_raw", labelCol=self._lcol,
+                                               metricName="areaUnderROC")
+            if self._wcol:
+                ev.setWeightCol(self._wcol)
+            self._auc = float(ev.evaluate(self._scored(raw=True)))
+        return self._auc
+
+
+#: The summary class of binomial models (MLlib's name).
+BinaryLogisticRegressionTrainingSummary = LogisticRegressionTrainingSummary
 
 
 class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model, ParamsReadWrite):
