@@ -62,7 +62,7 @@ from ..core.blocks import iter_blocks, make_blocks
 from ..core.mapreduce import tree_aggregate
 from ..core.linear import LinearModelMixin
 from ..core.persistence import ParamsReadWrite
-from ..core.session import ensure_vector_udf_support
+from ..core.session import vector_arrow_udf
 from ..core.schema import check_new_column, check_numeric_column, check_vector_column
 
 __all__ = [
@@ -813,8 +813,7 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
                     cols.append(pa.array(pred))
             return pa.StructArray.from_arrays(cols, names=[f.name for f in ret.fields])
 
-        ensure_vector_udf_support(dataset.sparkSession)
-        udf = F.arrow_udf(predict_batch, ret)
+        udf = vector_arrow_udf(dataset.sparkSession, predict_batch, ret)
         tmp = "__sparkml_scale_lr_out"
         out = dataset.select("*", udf(F.col(fcol)).alias(tmp))
         return out.select(

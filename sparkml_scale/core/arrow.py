@@ -198,3 +198,20 @@ def numeric_to_numpy(arr: Union[pa.Array, pa.ChunkedArray], dtype=np.float64) ->
     if arr.null_count:
         out = np.where(arr.is_null().to_numpy(zero_copy_only=False), np.nan, out.astype(np.float64))
     return np.asarray(out, dtype=dtype)
+
+
+def map_valid(arr: Union[pa.Array, pa.ChunkedArray], fn) -> pa.Array:
+    """``fn`` applied to the non-null rows of ``arr``, with nulls put back where ``arr`` is null.
+
+    ``fn`` receives the rows without nulls and returns an Arrow array with one entry
+    per row it got; the result has ``len(arr)`` entries.
+    """
+    arr = _combine(arr)
+    if not arr.null_count:
+        return fn(arr)
+    valid = arr.is_valid()
+    out = fn(arr.filter(valid))
+    mask = valid.to_numpy(zero_copy_only=False)
+    idx = np.full(len(mask), -1, dtype=np.int64)
+    idx[mask] = np.arange(int(mask.sum()))
+    return out.take(pa.array(idx, mask=~mask))

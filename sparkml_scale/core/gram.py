@@ -45,6 +45,7 @@ __all__ = [
     "Moments",
     "moments_pass",
     "covariance_apply_pass",
+    "restrict_columns",
     "DENSE_MIN_FILL",
 ]
 
@@ -129,6 +130,18 @@ def _finite_blocks(batches, features_col: str, dense: bool, d: int, meta: np.nda
             meta[_NONFINITE] += (~np.isfinite(vals)).sum()
             continue
         yield b, X, valid
+
+
+def restrict_columns(X, support: np.ndarray):
+    """The columns ``support`` (sorted int64 indices) of a block: ``X[:, support]`` for dense,
+    and for CSR a CSR with ``len(support)`` columns (entries outside ``support`` must be zeros;
+    they are dropped to value 0)."""
+    if not sp.issparse(X):
+        return X[:, support]
+    s = len(support)
+    pos = np.minimum(np.searchsorted(support, X.indices), s - 1)
+    hit = support[pos] == X.indices
+    return sp.csr_matrix((np.where(hit, X.data, 0.0), pos.astype(np.int32), X.indptr), shape=(X.shape[0], s))
 
 
 def _check_meta(meta: np.ndarray, features_col: str, size: Optional[int], label_col=None, weight_col=None) -> None:
@@ -237,10 +250,14 @@ def gram_pass(
     weight_col: Optional[str] = None,
     depth: int = 2,
     probe=None,
+    support: Optional[np.ndarray] = None,
 ) -> GramStats:
     """One Spark job: weighted Gram statistics of ``df[features_col]`` (and label).
 
     ``probe`` is the result of :func:`probe_vectors` when the caller already has it.
+    ``support`` (sorted column indices, e.g. :attr:`Moments.support`) restricts the
+    statistics to those columns (the others must hold only zeros): ``d`` becomes
+    ``len(support)``.
     Raises ``VectorColumnError``/``ValueError`` naming the column for null or
     mixed-size vectors, non-finite values, bad weights or labels, and
     ``ValueError`` for an empty DataFrame.
@@ -248,6 +265,12 @@ def gram_pass(
     dense, d, first = probe if probe is not None else probe_vectors(df, features_col)
     if d is None:
         raise ValueError(f"column {features_col!r}: the DataFrame has no rows with a non-null vector")
+    d_in = d
+    if support is not None:
+        support = np.asarray(support, dtype=np.int64)
+        d = len(support)
+        if first is not None:
+            first = first[support]
     shift = first if (dense and first is not None) else np.zeros(d)
     cols = [vector_input(features_col, dense)]
     label_idx = weight_idx = None
@@ -267,7 +290,9 @@ def gram_pass(
         S = np.zeros((d, d), order="F")
         xy = np.zeros(d)
         yy = np.zeros(2)
-        for b, X, valid in _finite_blocks(batches, features_col, dense, d, meta):
+        for b, X, valid in _finite_blocks(batches, features_col, dense, d_in, meta):
+            if support is not None:
+                X = restrict_columns(X, support)
             m, w, y = _weights_labels(b, valid, label_idx, weight_idx, meta)
             if sp.issparse(X):
                 Xw = X if w is None else sp.diags(w) @ X
@@ -301,7 +326,7 @@ def gram_pass(
     if arrays is None:
         raise ValueError(f"column {features_col!r}: the DataFrame is empty")
     stats = GramStats(arrays, shift, bool(label_col))
-    _check_meta(stats.meta, features_col, d, label_col, weight_col)
+    _check_meta(stats.meta, features_col, d_in, label_col, weight_col)
     if stats.count == 0:
         raise ValueError(f"column {features_col!r}: the DataFrame has no usable rows")
     return stats
@@ -401,15 +426,7 @@ def covariance_apply_pass(
             if X is None:
                 continue
             if not full:
-                if sp.issparse(X):
-                    pos = np.searchsorted(support, X.indices)
-                    pos = np.minimum(pos, s - 1)
-                    hit = support[pos] == X.indices
-                    X = sp.csr_matrix(
-                        (np.where(hit, X.data, 0.0), pos.astype(np.int32), X.indptr), shape=(X.shape[0], s)
-                    )
-                else:
-                    X = X[:, support]
+                X = restrict_columns(X, support)
             seen = True
             acc += X.T @ (X @ Q)
         return [acc] if seen else None

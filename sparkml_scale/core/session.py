@@ -5,7 +5,14 @@ import os
 import sys
 from typing import Dict, Optional
 
-__all__ = ["get_session", "is_connect", "local_defaults", "ensure_vector_udf_support", "COLUMNAR_UDF_INPUT"]
+__all__ = [
+    "get_session",
+    "is_connect",
+    "local_defaults",
+    "ensure_vector_udf_support",
+    "vector_arrow_udf",
+    "COLUMNAR_UDF_INPUT",
+]
 
 #: Spark 4.3 setting (default true) that feeds columnar input (Parquet scans, cached
 #: tables) straight into Arrow UDFs; that path fails on any ``VectorUDT`` column
@@ -110,6 +117,15 @@ def ensure_vector_udf_support(spark) -> None:
             spark.conf.set(COLUMNAR_UDF_INPUT, "false")
     except Exception:  # the setting does not exist in this Spark version
         pass
+
+
+def vector_arrow_udf(spark, fn, return_type):
+    """``pyspark.sql.functions.arrow_udf(fn, return_type)`` for a UDF that reads or returns
+    ``VectorUDT`` columns, after :func:`ensure_vector_udf_support` on ``spark``."""
+    from pyspark.sql.functions import arrow_udf
+
+    ensure_vector_udf_support(spark)
+    return arrow_udf(fn, return_type)
 
 
 def _launched_by_spark() -> bool:

@@ -26,7 +26,7 @@ from pyspark.sql import types as T
 
 from ..core.arrow import block_to_vectors
 from ..core.persistence import ParamsReadWrite
-from ..core.session import ensure_vector_udf_support
+from ..core.session import vector_arrow_udf
 from ..core.schema import check_column, check_new_column
 
 __all__ = ["FeatureHasher", "hash_batch", "SEED", "SIGN_SEED"]
@@ -368,14 +368,13 @@ def _assemble_any(entries, nrows: int, n: int) -> sp.csr_matrix:
     return sp.csr_matrix((vals, indices, indptr), shape=(nrows, n))
 
 
-def _make_udf(plans: List[tuple], n: int, signed: bool):
+def _make_udf(spark, plans: List[tuple], n: int, signed: bool):
     from pyspark.ml.linalg import VectorUDT
-    from pyspark.sql.functions import arrow_udf
 
     def feature_hash(batch: pa.Array) -> pa.Array:
         return block_to_vectors(hash_batch(batch, plans, n, signed))
 
-    return arrow_udf(feature_hash, VectorUDT())
+    return vector_arrow_udf(spark, feature_hash, VectorUDT())
 
 
 def _quote(name: str) -> str:
@@ -579,7 +578,6 @@ class FeatureHasher(Transformer, HasInputCols, HasOutputCol, HasNumFeatures, Par
             if to_string:
                 col = col.cast("string")
             args.append(col.alias(f"c{i}"))
-        ensure_vector_udf_support(dataset.sparkSession)
-        udf = _make_udf(plans, n, self.getSigned())
+        udf = _make_udf(dataset.sparkSession, plans, n, self.getSigned())
         feature = udf(F.struct(*args)).alias(out, metadata={"ml_attr": {"num_attrs": n}})
         return dataset.select("*", feature)

@@ -43,10 +43,10 @@ from pyspark.ml.param.shared import HasInputCol, HasMaxIter, HasOutputCol, HasSe
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from ..core.arrow import dense_to_vectors, vectors_to_block
+from ..core.arrow import dense_to_vectors, map_valid, vectors_to_block
 from ..core.gram import covariance_apply_pass, gram_pass, moments_pass, probe_vectors
 from ..core.persistence import ModelLoadError, ParamsReadWrite
-from ..core.session import ensure_vector_udf_support
+from ..core.session import vector_arrow_udf
 from ..core.schema import check_new_column, check_vector_column
 
 __all__ = ["PCA", "PCAModel", "EXACT_MAX_FEATURES"]
@@ -236,26 +236,15 @@ class PCA(_PCAParams, Estimator, ParamsReadWrite):
     def _exact(self, df, col, probe, d, k):
         g = gram_pass(df, col, probe=probe)
         _need_two_rows(g.count, col)
-        cov = g.centered_scatter() / (g.count - 1)
-        eig, vec = np.linalg.eigh(cov)
-        order = np.argsort(eig)[::-1]
-        eig, vec = eig[order], vec[:, order]
-        total = float(np.abs(eig).sum())  # MLlib: SVD of the covariance, singular values = |eigenvalues|
+        vec, eig, total = _eigh_desc(g)
         return vec[:, :k], eig[:k], total, g.mean, g.count, "exact"
 
     def _exact_on_support(self, df, col, probe, mom, k):
         """Exact eigenproblem restricted to the non-zero columns (the others have zero variance)."""
         _need_two_rows(mom.count, col)
-        d = mom.num_features
-        S = mom.support
-        sub = _select_columns(df, col, S, d)
-        g = gram_pass(sub, "__pca_support", probe=(False, len(S), None))
-        cov = g.centered_scatter() / (g.count - 1)
-        eig, vec = np.linalg.eigh(cov)
-        order = np.argsort(eig)[::-1]
-        eig, vec = eig[order], vec[:, order]
-        total = float(np.abs(eig).sum())
-        pc, eig_k = _embed(vec[:, :k], eig[:k], S, d, k)
+        g = gram_pass(df, col, probe=probe, support=mom.support)
+        vec, eig, total = _eigh_desc(g)
+        pc, eig_k = _embed(vec[:, :k], eig[:k], mom.support, mom.num_features, k)
         return pc, eig_k, total, mom.mean, mom.count, "exact"
 
     # -- randomized ------------------------------------------------------------
@@ -313,28 +302,13 @@ def _need_two_rows(n: int, col: str) -> None:
         raise ValueError(f"column {col!r} (inputCol): PCA needs at least 2 rows, got {n}")
 
 
-def _select_columns(df, col: str, support: np.ndarray, d: int):
-    """``df`` with one sparse vector column ``__pca_support`` holding ``col``'s entries at ``support``."""
-    from pyspark.sql import functions as F
-
-    S = np.asarray(support, dtype=np.int64)
-    s = len(S)
-
-    def restrict(vectors: pa.Array) -> pa.Array:
-        import scipy.sparse as sp
-
-        from sparkml_scale.core.arrow import block_to_vectors
-
-        X = vectors_to_block(vectors, col, size=d, dense=False)
-        pos = np.minimum(np.searchsorted(S, X.indices), s - 1)
-        hit = S[pos] == X.indices
-        Xs = sp.csr_matrix((np.where(hit, X.data, 0.0), pos.astype(np.int32), X.indptr), shape=(X.shape[0], s))
-        return block_to_vectors(Xs)
-
-    ensure_vector_udf_support(df.sparkSession)
-    udf = F.arrow_udf(restrict, VectorUDT())
-    c = F.col(f"`{col}`")
-    return df.select(F.when(c.isNull(), F.lit(None)).otherwise(udf(c)).alias("__pca_support"))
+def _eigh_desc(g):
+    """Eigenvectors and eigenvalues of the covariance of Gram statistics ``g``, largest first,
+    and the total variance as MLlib counts it (sum of the singular values of the covariance,
+    i.e. of the absolute eigenvalues)."""
+    eig, vec = np.linalg.eigh(g.centered_scatter() / (g.count - 1))
+    order = np.argsort(eig)[::-1]
+    return vec[:, order], eig[order], float(np.abs(eig).sum())
 
 
 def _fix_signs(pc: np.ndarray) -> np.ndarray:
@@ -449,11 +423,11 @@ class PCAModel(_PCAParams, Model, ParamsReadWrite):
         return self._used
 
     def _scales(self):
-        k = self._pc.shape[1]
+        """Per-component divisors of ``whiten`` (standard deviations; 1 where zero), or None."""
         if not self.getWhiten():
             return None
         sd = np.sqrt(np.maximum(self._eig, 0.0))
-        return np.where(sd > 0, sd, 1.0) if k else None
+        return np.where(sd > 0, sd, 1.0)
 
     def transformSchema(self, schema: T.StructType) -> T.StructType:
         check_vector_column(schema, self.getInputCol(), "inputCol")
@@ -470,25 +444,18 @@ class PCAModel(_PCAParams, Model, ParamsReadWrite):
         offset = (self._mean @ pc) if self.getCenter() else None
         scales = self._scales()
 
-        def project(vectors: pa.Array) -> pa.Array:
-            if isinstance(vectors, pa.ChunkedArray):
-                vectors = vectors.combine_chunks()
-            valid = None
-            if vectors.null_count:
-                valid = vectors.is_valid()
-                vectors = vectors.filter(valid)
+        def project_rows(vectors: pa.Array) -> pa.Array:
             Y = np.asarray(vectors_to_block(vectors, col, size=d) @ pc)
             if offset is not None:
                 Y = Y - offset
             if scales is not None:
                 Y = Y / scales
-            out = dense_to_vectors(Y)
-            if valid is not None:
-                out = _scatter_nulls(out, valid)
-            return out
+            return dense_to_vectors(Y)
 
-        ensure_vector_udf_support(dataset.sparkSession)
-        udf = F.arrow_udf(project, VectorUDT())
+        def project(vectors: pa.Array) -> pa.Array:
+            return map_valid(vectors, project_rows)
+
+        udf = vector_arrow_udf(dataset.sparkSession, project, VectorUDT())
         return dataset.select("*", udf(F.col(f"`{col}`")).alias(self.getOutputCol()))
 
     def inverseTransform(self, dataset: DataFrame, outputCol: Optional[str] = None) -> DataFrame:
@@ -512,32 +479,17 @@ class PCAModel(_PCAParams, Model, ParamsReadWrite):
         mean = self._mean if self.getCenter() else None
         scales = self._scales()
 
-        def back(vectors: pa.Array) -> pa.Array:
-            if isinstance(vectors, pa.ChunkedArray):
-                vectors = vectors.combine_chunks()
-            valid = None
-            if vectors.null_count:
-                valid = vectors.is_valid()
-                vectors = vectors.filter(valid)
+        def back_rows(vectors: pa.Array) -> pa.Array:
             Y = np.asarray(vectors_to_block(vectors, src, size=k, dense=True))
             if scales is not None:
                 Y = Y * scales
             X = Y @ pc.T
             if mean is not None:
                 X = X + mean
-            out = dense_to_vectors(X)
-            if valid is not None:
-                out = _scatter_nulls(out, valid)
-            return out
+            return dense_to_vectors(X)
 
-        ensure_vector_udf_support(dataset.sparkSession)
-        udf = F.arrow_udf(back, VectorUDT())
+        def back(vectors: pa.Array) -> pa.Array:
+            return map_valid(vectors, back_rows)
+
+        udf = vector_arrow_udf(dataset.sparkSession, back, VectorUDT())
         return dataset.select("*", udf(F.col(f"`{src}`")).alias(new))
-
-
-def _scatter_nulls(values: pa.Array, valid: pa.Array) -> pa.Array:
-    """Put ``values`` (one per valid row) back into a column with nulls where ``valid`` is false."""
-    mask = valid.to_numpy(zero_copy_only=False)
-    idx = np.full(len(mask), -1, dtype=np.int64)
-    idx[mask] = np.arange(int(mask.sum()))
-    return values.take(pa.array(idx, mask=~mask))

@@ -51,11 +51,11 @@ from pyspark.ml.param.shared import (
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from ..core.arrow import vectors_to_block
+from ..core.arrow import map_valid, vectors_to_block
 from ..core.gram import gram_pass, probe_vectors
 from ..core.linear import LinearModelMixin
 from ..core.persistence import ParamsReadWrite
-from ..core.session import ensure_vector_udf_support
+from ..core.session import vector_arrow_udf
 from ..core.schema import check_new_column, check_numeric_column, check_vector_column
 
 __all__ = ["LinearRegression", "LinearRegressionModel", "LinearRegressionTrainingSummary", "MAX_NUM_FEATURES"]
@@ -362,17 +362,11 @@ class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, Model, Pa
         fcol = self.getFeaturesCol()
         d = len(coef)
 
-        def predict_batch(vectors: pa.Array) -> pa.Array:
-            if isinstance(vectors, pa.ChunkedArray):
-                vectors = vectors.combine_chunks()
-            if vectors.null_count:
-                valid = vectors.is_valid()
-                out = np.full(len(vectors), np.nan)
-                mask = valid.to_numpy(zero_copy_only=False)
-                out[mask] = vectors_to_block(vectors.filter(valid), fcol, size=d) @ coef + b
-                return pa.array(out, mask=~mask)
+        def predict_rows(vectors: pa.Array) -> pa.Array:
             return pa.array(np.asarray(vectors_to_block(vectors, fcol, size=d) @ coef + b, dtype=np.float64))
 
-        ensure_vector_udf_support(dataset.sparkSession)
-        udf = F.arrow_udf(predict_batch, T.DoubleType())
+        def predict_batch(vectors: pa.Array) -> pa.Array:
+            return map_valid(vectors, predict_rows)
+
+        udf = vector_arrow_udf(dataset.sparkSession, predict_batch, T.DoubleType())
         return dataset.select("*", udf(F.col(f"`{fcol}`")).alias(self.getPredictionCol()))
