@@ -4,11 +4,13 @@ from .logistic_regression import (
     LogisticRegressionTrainingSummary,
     LogisticRegression,
     LogisticRegressionModel,
+    SGDLogisticRegression,
 )
 
 __all__ = [
     "LogisticRegression",
     "LogisticRegressionModel",
+    "SGDLogisticRegression",
     "LogisticRegressionTrainingSummary",
     "BinaryLogisticRegressionTrainingSummary",
 ]

@@ -54,10 +54,13 @@ from pyspark.ml.param.shared import (
     HasThreshold,
     HasTol,
     HasWeightCol,
+    HasSeed,
 )
 from pyspark.sql import types as T
+import scipy.sparse as sp
 
-from ..core.arrow import dense_to_vectors, vectors_to_block
+from ..core.allreduce import python_memory_per_task, run_barrier, task_slots
+from ..core.arrow import dense_to_vectors, map_valid, vectors_to_block
 from ..core.blocks import iter_blocks, make_blocks
 from ..core.mapreduce import tree_aggregate
 from ..core.linear import LinearModelMixin
@@ -76,6 +79,8 @@ log = logging.getLogger(__name__)
 
 #: Iterations over which the decrease of the objective is compared with ``tol`` (Breeze's 20).
 STOP_WINDOW = 20
+#: Values of the ``solver`` param.
+SOLVERS = ("auto", "mapreduce", "allreduce", "sgd")
 #: Most classes a multinomial fit accepts (labels 0 .. MAX_CLASSES - 1).
 MAX_CLASSES = 1000
 
@@ -95,6 +100,7 @@ class _LogisticRegressionParams(
     HasThreshold,
     HasWeightCol,
     HasAggregationDepth,
+    HasSeed,
 ):
     family = Param(
         Params._dummy(),
@@ -103,9 +109,58 @@ class _LogisticRegressionParams(
         typeConverter=TypeConverters.toString,
     )
 
+    solver = Param(
+        Params._dummy(),
+        "solver",
+        "'auto' (allreduce when the cluster has the task slots and memory for it, else mapreduce), "
+        "'mapreduce' (one tree-aggregated Spark job per evaluation) or 'allreduce' (one barrier stage)",
+        typeConverter=TypeConverters.toString,
+    )
+    batchSize = Param(
+        Params._dummy(), "batchSize", "rows per mini-batch (solver='sgd' and partialFit)",
+        typeConverter=TypeConverters.toInt,
+    )
+    stepSize = Param(
+        Params._dummy(), "stepSize", "AdaGrad base step size (solver='sgd' and partialFit)",
+        typeConverter=TypeConverters.toFloat,
+    )
+    epochs = Param(
+        Params._dummy(), "epochs", "passes over the data (solver='sgd'; partialFit passes once per call by default)",
+        typeConverter=TypeConverters.toInt,
+    )
+    thresholds = Param(
+        Params._dummy(),
+        "thresholds",
+        "thresholds of the classes: the predicted class is the one with the largest p/t (MLlib's rule)",
+        typeConverter=TypeConverters.toListFloat,
+    )
+    lowerBoundsOnCoefficients = Param(
+        Params._dummy(), "lowerBoundsOnCoefficients",
+        "lower bounds (numClasses or 1 rows x numFeatures matrix) of the coefficients; L2 only",
+        typeConverter=TypeConverters.toMatrix,
+    )
+    upperBoundsOnCoefficients = Param(
+        Params._dummy(), "upperBoundsOnCoefficients",
+        "upper bounds (numClasses or 1 rows x numFeatures matrix) of the coefficients; L2 only",
+        typeConverter=TypeConverters.toMatrix,
+    )
+    lowerBoundsOnIntercepts = Param(
+        Params._dummy(), "lowerBoundsOnIntercepts", "lower bounds (numClasses or 1) of the intercepts",
+        typeConverter=TypeConverters.toVector,
+    )
+    upperBoundsOnIntercepts = Param(
+        Params._dummy(), "upperBoundsOnIntercepts", "upper bounds (numClasses or 1) of the intercepts",
+        typeConverter=TypeConverters.toVector,
+    )
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._setDefault(
+            solver="auto",
+            batchSize=256,
+            stepSize=0.5,
+            epochs=5,
+            seed=42,
             maxIter=100,
             regParam=0.0,
             elasticNetParam=0.0,
@@ -120,6 +175,68 @@ class _LogisticRegressionParams(
     def getFamily(self) -> str:
         return self.getOrDefault(self.family)
 
+    def getSolver(self) -> str:
+        return self.getOrDefault(self.solver)
+
+    def getBatchSize(self) -> int:
+        return self.getOrDefault(self.batchSize)
+
+    def getStepSize(self) -> float:
+        return self.getOrDefault(self.stepSize)
+
+    def getEpochs(self) -> int:
+        return self.getOrDefault(self.epochs)
+
+    def getThresholds(self) -> List[float]:
+        if self.isSet(self.thresholds):
+            return self.getOrDefault(self.thresholds)
+        t = self.getThreshold()
+        return [1.0 - t, t]
+
+    def getLowerBoundsOnCoefficients(self):
+        return self.getOrDefault(self.lowerBoundsOnCoefficients)
+
+    def getUpperBoundsOnCoefficients(self):
+        return self.getOrDefault(self.upperBoundsOnCoefficients)
+
+    def getLowerBoundsOnIntercepts(self):
+        return self.getOrDefault(self.lowerBoundsOnIntercepts)
+
+    def getUpperBoundsOnIntercepts(self):
+        return self.getOrDefault(self.upperBoundsOnIntercepts)
+
+    def _has_intercept_bounds(self) -> bool:
+        return self.isSet(self.lowerBoundsOnIntercepts) or self.isSet(self.upperBoundsOnIntercepts)
+
+    def _has_bounds(self) -> bool:
+        return (self._has_intercept_bounds() or self.isSet(self.lowerBoundsOnCoefficients)
+                or self.isSet(self.upperBoundsOnCoefficients))
+
+    def _coefficient_bounds(self, K: int, d: int):
+        """``(lower (K, d), upper (K, d), lower (K,), upper (K,))`` of the coefficients and
+        intercepts (+-inf where unset), or ``None`` without bounds.  Raises ``ValueError``."""
+        if not self._has_bounds():
+            return None
+        out = []
+        for name, shape, fill in (("lowerBoundsOnCoefficients", (K, d), -np.inf),
+                                  ("upperBoundsOnCoefficients", (K, d), np.inf),
+                                  ("lowerBoundsOnIntercepts", (K,), -np.inf),
+                                  ("upperBoundsOnIntercepts", (K,), np.inf)):
+            p = self.getParam(name)
+            if not self.isSet(p):
+                out.append(np.full(shape, fill))
+                continue
+            v = self.getOrDefault(p).toArray()
+            if v.shape != shape:
+                raise ValueError(
+                    f"param {name!r} has shape {v.shape}, the data needs {shape} "
+                    f"({'numClasses' if K > 1 else '1'} x numFeatures for coefficients)"
+                )
+            out.append(np.asarray(v, dtype=np.float64))
+        if np.any(out[0] > out[1]) or np.any(out[2] > out[3]):
+            raise ValueError("lower bounds must not exceed upper bounds (lowerBoundsOn*/upperBoundsOn* params)")
+        return tuple(out)
+
     def _validate_params(self) -> None:
         if self.getMaxIter() < 0:
             raise ValueError(f"param 'maxIter' must be >= 0, got {self.getMaxIter()}")
@@ -133,6 +250,25 @@ class _LogisticRegressionParams(
             raise ValueError(f"param 'threshold' must be in [0, 1], got {self.getThreshold()}")
         if self.getAggregationDepth() < 1:
             raise ValueError(f"param 'aggregationDepth' must be >= 1, got {self.getAggregationDepth()}")
+        if self.getSolver() not in SOLVERS:
+            raise ValueError(f"param 'solver' must be one of {', '.join(map(repr, SOLVERS))}, got {self.getSolver()!r}")
+        for name in ("batchSize", "epochs"):
+            if self.getOrDefault(name) < 1:
+                raise ValueError(f"param {name!r} must be >= 1, got {self.getOrDefault(name)}")
+        if not (self.getOrDefault("stepSize") > 0 and np.isfinite(self.getOrDefault("stepSize"))):
+            raise ValueError(f"param 'stepSize' must be > 0, got {self.getOrDefault('stepSize')}")
+        if self.isSet(self.thresholds):
+            t = np.asarray(self.getOrDefault(self.thresholds), dtype=np.float64)
+            if t.size < 2 or np.any(~np.isfinite(t)) or np.any(t < 0) or (t == 0).sum() > 1:
+                raise ValueError(
+                    f"param 'thresholds' must hold >= 2 finite values >= 0 with at most one 0, got {t.tolist()}"
+                )
+        if self._has_bounds():
+            if self.getRegParam() > 0 and self.getElasticNetParam() > 0:
+                raise ValueError("bound-constrained fitting (lowerBoundsOn*/upperBoundsOn*) supports L2 only: "
+                                 "set elasticNetParam=0 or regParam=0")
+            if self._has_intercept_bounds() and not self.getFitIntercept():
+                raise ValueError("lowerBoundsOnIntercepts/upperBoundsOnIntercepts need fitIntercept=True")
         if self.getFamily() not in ("auto", "binomial", "multinomial"):
             raise ValueError(
                 f"param 'family' must be 'auto', 'binomial' or 'multinomial', got {self.getFamily()!r}"
@@ -182,8 +318,19 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
         weightCol: Optional[str] = None,
         aggregationDepth: int = 2,
         family: str = "auto",
+        thresholds: Optional[List[float]] = None,
+        lowerBoundsOnCoefficients=None,
+        upperBoundsOnCoefficients=None,
+        lowerBoundsOnIntercepts=None,
+        upperBoundsOnIntercepts=None,
+        solver: str = "auto",
+        batchSize: int = 256,
+        stepSize: float = 0.5,
+        epochs: int = 5,
+        seed: int = 42,
     ) -> None:
         super().__init__()
+        self._initial_model: Optional["LogisticRegressionModel"] = None
         kwargs = self._input_kwargs
         self.setParams(**kwargs)
 
@@ -206,6 +353,16 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
         weightCol: Optional[str] = None,
         aggregationDepth: int = 2,
         family: str = "auto",
+        thresholds: Optional[List[float]] = None,
+        lowerBoundsOnCoefficients=None,
+        upperBoundsOnCoefficients=None,
+        lowerBoundsOnIntercepts=None,
+        upperBoundsOnIntercepts=None,
+        solver: str = "auto",
+        batchSize: int = 256,
+        stepSize: float = 0.5,
+        epochs: int = 5,
+        seed: int = 42,
     ) -> "LogisticRegression":
         kwargs = self._input_kwargs
         return self._set(**kwargs)
@@ -256,6 +413,56 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
     def setFamily(self, value: str) -> "LogisticRegression":
         return self._set(family=value)
 
+    def setSolver(self, value: str) -> "LogisticRegression":
+        return self._set(solver=value)
+
+    def setBatchSize(self, value: int) -> "LogisticRegression":
+        return self._set(batchSize=value)
+
+    def setStepSize(self, value: float) -> "LogisticRegression":
+        return self._set(stepSize=value)
+
+    def setEpochs(self, value: int) -> "LogisticRegression":
+        return self._set(epochs=value)
+
+    def setSeed(self, value: int) -> "LogisticRegression":
+        return self._set(seed=value)
+
+    def setThresholds(self, value: List[float]) -> "LogisticRegression":
+        return self._set(thresholds=value)
+
+    def setLowerBoundsOnCoefficients(self, value) -> "LogisticRegression":
+        return self._set(lowerBoundsOnCoefficients=value)
+
+    def setUpperBoundsOnCoefficients(self, value) -> "LogisticRegression":
+        return self._set(upperBoundsOnCoefficients=value)
+
+    def setLowerBoundsOnIntercepts(self, value) -> "LogisticRegression":
+        return self._set(lowerBoundsOnIntercepts=value)
+
+    def setUpperBoundsOnIntercepts(self, value) -> "LogisticRegression":
+        return self._set(upperBoundsOnIntercepts=value)
+
+    def setInitialModel(self, model: Optional["LogisticRegressionModel"]) -> "LogisticRegression":
+        """Warm start: begin the optimization at ``model``'s coefficients and intercepts
+        (a fitted ``LogisticRegressionModel`` of this package or of pyspark with the same
+        number of features and classes; ``None`` clears it).  Not saved with the estimator."""
+        if model is not None and not hasattr(model, "coefficientMatrix"):
+            raise TypeError(f"initialModel must be a fitted LogisticRegressionModel, got {type(model).__name__}")
+        self._initial_model = model
+        return self
+
+    def _initial_arrays(self, K: int, d: int):
+        m = self._initial_model
+        B = np.asarray(m.coefficientMatrix.toArray(), dtype=np.float64)
+        b = np.asarray(m.interceptVector.toArray(), dtype=np.float64)
+        if B.shape != (K, d) or b.shape != (K,):
+            raise ValueError(
+                f"initialModel has {B.shape[0]} x {B.shape[1]} coefficients, this fit needs {K} x {d} "
+                f"({'multinomial' if K > 1 else 'binomial'}, numFeatures {d})"
+            )
+        return B, b
+
     def _weight_col(self) -> Optional[str]:
         return self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
 
@@ -280,13 +487,31 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
             num_classes = max(int(present[-1]) + 1, 2)
             multinomial = family == "multinomial" or (family == "auto" and num_classes > 2)
             K = num_classes if multinomial else 1
-            coef, intercept, history = self._train(data.blocks, stats, K, num_classes)
+            obj = self._objective(stats, K, num_classes)
+            solver, world, why = self._choose_solver(dataset.sparkSession, stats)
+            log.info("LogisticRegression: solver %s (%s)", solver, why)
+            backend = None
+            sgd = None
+            if solver == "sgd":
+                sgd = _SGDState.from_objective(obj)
+                history = _sgd_epochs(data.blocks, sgd, self.getEpochs(), self.getBatchSize(), self.getStepSize(),
+                                      self.getSeed(), self.getAggregationDepth(), stats.num_partitions)
+                coef, intercept = sgd.params()
+            elif solver == "allreduce":
+                x, history, nit, nfev, backend = _fit_allreduce(data.blocks, obj, world, stats.num_partitions)
+            else:
+                x, history, nit, nfev = _fit_mapreduce(data.blocks, obj, self.getAggregationDepth(),
+                                                       stats.num_partitions)
+            if solver != "sgd":
+                log.info("LogisticRegression: %d iterations, %d evaluations", nit, nfev)
+                coef, intercept = obj.finish(x)
         finally:
             data.unpersist()
         if multinomial:
             model = LogisticRegressionModel._create_multinomial(coef, intercept)
         else:
             model = LogisticRegressionModel._create(coef[0], float(intercept[0]))
+        model._sgd = sgd
         self._copyValues(model)
         model._summary = LogisticRegressionTrainingSummary(
             objectiveHistory=history,
@@ -297,187 +522,425 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
             labelCol=lcol,
             weightCol=wcol,
             numClasses=num_classes if multinomial else 2,
+            solverUsed=solver,
+            allreduceBackend=backend,
         )
         return model
 
-    def _train(self, blocks, stats, K: int, num_classes: int):
-        """Fit ``K`` rows of coefficients (1: binomial logistic loss; ``K`` = numClasses:
-        softmax without pivot class, as MLlib).  Returns ``(coef (K, d), intercept (K,), history)``."""
+    def _choose_solver(self, spark, stats):
+        """``(solver, barrier tasks, reason)`` for this fit (see the ``solver`` param)."""
+        solver = self.getSolver()
+        if solver in ("mapreduce", "sgd"):
+            if solver == "sgd" and self._has_bounds():
+                raise ValueError("lowerBoundsOn*/upperBoundsOn* params are not supported with solver='sgd'")
+            return solver, 0, f"solver={solver!r}"
+        nparts = stats.num_partitions
+        slots = task_slots(spark)
+        world = max(1, min(nparts, slots) if slots else nparts)
+        per_row = (stats.nnz / max(stats.count, 1)) * 12.0 if stats.sparse else stats.num_features * 8.0
+        need = int(2 * (per_row + 16) * stats.count / world)  # blocks + their concatenation
+        if solver == "allreduce":
+            if slots is None:
+                log.warning("LogisticRegression: cannot tell the cluster's task slots from its configuration; "
+                            "the allreduce barrier stage asks for %d", world)
+            return "allreduce", world, f"solver='allreduce', {world} barrier task(s)"
+        if slots is None:
+            return "mapreduce", 0, "auto: task slots unknown (dynamic allocation or no executor settings)"
+        budget = python_memory_per_task(spark, slots)
+        if need > budget:
+            return "mapreduce", 0, f"auto: ~{need >> 20} MiB per task exceeds the ~{budget >> 20} MiB Python budget"
+        return "allreduce", world, f"auto: {world} barrier task(s) of {slots} slot(s), ~{need >> 20} MiB per task"
+
+    def _objective(self, stats, K: int, num_classes: int) -> "_Objective":
+        """The problem in the optimizer's space, as a picklable :class:`_Objective`."""
         d = stats.num_features
         std = stats.std
         inv_std = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
-        W = stats.weight_sum
         fit_b = self.getFitIntercept()
         lam = self.getRegParam()
         alpha = self.getElasticNetParam()
-        l2 = lam * (1.0 - alpha)
-        l1 = lam * alpha
-        # Penalty weights per scaled coefficient: 1 if standardization, else 1/std^2 (L2), 1/std (L1).
         if self.getStandardization():
             pen2 = np.ones(d)
             pen1 = np.ones(d)
-        else:
+        else:  # MLlib: the penalty applies to the unscaled coefficients
             pen2 = inv_std**2
             pen1 = inv_std
-        pen2 = np.tile(pen2, K)
-        pen1 = np.tile(pen1, K)
-        depth = self.getAggregationDepth()
-        nparts = stats.num_partitions
-        multinomial = K > 1 or num_classes > 2
-
-        # Optimise in the centred, scaled space (better conditioned; same optimum):
-        # margins sum_j beta_s_kj * (x_j - mu_j) / std_j + b_c_k, centring applied implicitly so
-        # sparse blocks stay sparse.  Without an intercept there is nothing to centre.
-        mu = stats.mean if fit_b else np.zeros(d)
-        mu_s = mu * inv_std
-        nb = K if fit_b else 0
-
-        def loss_grad_raw(beta_s: np.ndarray, b_c: np.ndarray):
-            coef = beta_s * inv_std  # (K, d)
-            b = b_c - coef @ mu  # (K,)
-            kk = K
-
-            def partial(batches):
-                loss = 0.0
-                g = np.zeros((kk, d))
-                gb = np.zeros(kk)
-                seen = False
-                for X, y, w in iter_blocks(batches):
-                    seen = True
-                    M = np.asarray(X @ coef.T) + b  # (n, K)
-                    if multinomial:
-                        lse = logsumexp(M, axis=1)
-                        yi = y.astype(np.int64)
-                        loss += float(w @ (lse - M[np.arange(len(yi)), yi]))
-                        R = np.exp(M - lse[:, None])
-                        R[np.arange(len(yi)), yi] -= 1.0
-                        R *= w[:, None]
-                    else:
-                        m = M[:, 0]
-                        # log(1 + exp(m)) - y m, stable for large |m|
-                        loss += float(w @ (np.logaddexp(0.0, m) - y * m))
-                        R = (w * (_sigmoid(m) - y))[:, None]
-                    g += np.asarray(X.T @ R).T
-                    gb += R.sum(axis=0)
-                if not seen:
-                    return None
-                return [np.array([loss]), gb, g]
-
-            arrays, _ = tree_aggregate(blocks, partial, depth=depth, num_partitions=nparts)
-            (lv, gb, g) = arrays
-            return lv[0] / W, (g * inv_std - np.outer(gb, mu_s)) / W, gb / W
-
-        # Variables: [beta_s (K*d), b (K if fitIntercept)] or with L1 [beta+ (K*d), beta- (K*d), b].
-        use_l1 = l1 > 0
-        n = K * d
-
-        def unpack(x):
-            beta = x[:n] - x[n : 2 * n] if use_l1 else x[:n]
-            b = x[len(x) - nb :] if fit_b else np.zeros(K)
-            return beta.reshape(K, d), b
-
-        last = {}
-
-        def objective(x):
-            last["x"] = x.copy()
-            beta, b = unpack(x)
-            f, g, gb = loss_grad_raw(beta, b)
-            bf = beta.ravel()
-            f += 0.5 * l2 * float(np.sum(pen2 * bf * bf))
-            g = g.ravel() + l2 * pen2 * bf
-            if use_l1:
-                f += l1 * float(np.sum(pen1 * (x[:n] + x[n : 2 * n])))
-                grad = np.concatenate([g + l1 * pen1, -g + l1 * pen1])
-            else:
-                grad = g
-            if fit_b:
-                grad = np.concatenate([grad, gb])
-            last["g"] = grad
-            return f, grad
-
-        # Start: zero coefficients; intercepts at the (smoothed, centred) log prior, as MLlib.
+        bounds = self._coefficient_bounds(K, d)
+        # Centring (below) makes intercept bounds non-box constraints: no centring then.
+        centre = fit_b and not self._has_intercept_bounds()
+        mu = stats.mean if centre else np.zeros(d)
         counts = stats.label_counts[:num_classes]
         if not fit_b:
             b0 = np.zeros(K)
-        elif multinomial:
+        elif K > 1:
             raw = np.log1p(counts)
             b0 = raw - raw.mean()
         else:
-            p1 = counts[1] / W
+            p1 = counts[1] / stats.weight_sum
             b0 = np.array([float(np.log(p1 / (1.0 - p1)))])
-        nvar = (2 * n if use_l1 else n) + nb
+        init = None
+        if getattr(self, "_initial_model", None) is not None:
+            init = self._initial_arrays(K, d)
+        return _Objective(
+            K=K, d=d, inv_std=inv_std, std=std, mu=mu, fit_b=fit_b, l1=lam * alpha, l2=lam * (1.0 - alpha),
+            pen1=np.tile(pen1, K), pen2=np.tile(pen2, K), multinomial=K > 1 or num_classes > 2,
+            W=stats.weight_sum, b0=b0, init=init, coef_bounds=bounds, tol=self.getTol(),
+            max_iter=self.getMaxIter(), centre_result=lam == 0.0,
+        )
+
+class _Objective:
+    """Penalised objective and L-BFGS-B driver in the optimizer's space (picklable: it runs
+    on the driver for map-reduce and on every barrier task for allreduce).
+
+    Variables: ``[beta_s (K*d), b_c (K if fitIntercept)]``, or with L1
+    ``[beta+ (K*d), beta- (K*d), b_c]`` (``beta_s = beta+ - beta-``, both bounded
+    below by 0).  ``beta_s = coef * std`` (scaled) and ``b_c = b + coef . mu``
+    (centred: margins are ``sum_j beta_s_j (x_j - mu_j) / std_j + b_c``, so sparse
+    blocks stay sparse).  ``sums(coef, b)`` must return the raw weighted sums
+    ``(loss, d loss / d b (K,), d loss / d coef (K, d))`` over all rows.
+    """
+
+    def __init__(self, *, K, d, inv_std, std, mu, fit_b, l1, l2, pen1, pen2, multinomial, W, b0, init,
+                 coef_bounds, tol, max_iter, centre_result):
+        self.K, self.d = K, d
+        self.inv_std, self.mu = inv_std, mu
+        self.fit_b, self.l1, self.l2 = fit_b, l1, l2
+        self.pen1, self.pen2 = pen1, pen2
+        self.multinomial = multinomial
+        self.W = W
+        self.tol, self.max_iter = tol, max_iter
+        self.centre_result = centre_result
+        self.bounded = coef_bounds is not None
+        self.use_l1 = l1 > 0
+        n = self.n = K * d
+        self.nb = K if fit_b else 0
+        nvar = (2 * n if self.use_l1 else n) + self.nb
+        lo = np.full(nvar, -np.inf)
+        hi = np.full(nvar, np.inf)
+        if self.use_l1:
+            lo[: 2 * n] = 0.0
+        if coef_bounds is not None:
+            lbB, ubB, lbb, ubb = coef_bounds
+            scale = np.tile(std, K)
+            ok = scale > 0
+            lo[:n][ok] = (lbB.ravel() * scale)[ok]
+            hi[:n][ok] = (ubB.ravel() * scale)[ok]
+            if fit_b:
+                lo[nvar - K :] = lbb
+                hi[nvar - K :] = ubb
+        self.lo, self.hi = lo, hi
         x0 = np.zeros(nvar)
         if fit_b:
-            x0[nvar - nb :] = b0
-        bounds = None
-        if use_l1:
-            bounds = [(0.0, None)] * (2 * n) + [(None, None)] * nb
+            x0[nvar - self.nb :] = b0
+        if init is not None:
+            coef0, b_init = init
+            beta0 = (coef0 * std).ravel()
+            if self.use_l1:
+                x0[:n], x0[n : 2 * n] = np.maximum(beta0, 0.0), np.maximum(-beta0, 0.0)
+            else:
+                x0[:n] = beta0
+            if fit_b:
+                x0[nvar - K :] = b_init + coef0 @ mu
+        self.x0 = np.clip(x0, lo, hi)  # MLlib moves the start inside the bounds
 
-        history: List[float] = []
-        f0, _ = objective(x0)
-        history.append(float(f0))
+    def unpack(self, x: np.ndarray):
+        n = self.n
+        beta = x[:n] - x[n : 2 * n] if self.use_l1 else x[:n]
+        b = x[len(x) - self.nb :] if self.fit_b else np.zeros(self.K)
+        return beta.reshape(self.K, self.d), b
 
+    def value_grad(self, x: np.ndarray, sums):
+        n = self.n
+        beta, b_c = self.unpack(x)
+        coef = beta * self.inv_std
+        loss, gb, g = sums(coef, b_c - coef @ self.mu)
+        W = self.W
+        f = loss / W
+        g = (g * self.inv_std - np.outer(gb, self.mu * self.inv_std)) / W
+        bf = beta.ravel()
+        f += 0.5 * self.l2 * float(np.sum(self.pen2 * bf * bf))
+        g = g.ravel() + self.l2 * self.pen2 * bf
+        if self.use_l1:
+            f += self.l1 * float(np.sum(self.pen1 * (x[:n] + x[n : 2 * n])))
+            grad = np.concatenate([g + self.l1 * self.pen1, -g + self.l1 * self.pen1])
+        else:
+            grad = g
+        if self.fit_b:
+            grad = np.concatenate([grad, gb / W])
+        return f, grad
+
+    def minimize(self, sums):
+        """L-BFGS-B from ``x0`` with MLlib's (Breeze's) stop rule; returns ``(x, history, nit, nfev)``."""
         from scipy.optimize import minimize
 
-        tol = self.getTol()
+        last: Dict[str, np.ndarray] = {}
+        box = bool(np.isfinite(self.lo).any() or np.isfinite(self.hi).any())
+
+        def fun(x):
+            f, g = self.value_grad(x, sums)
+            last["x"], last["g"] = x.copy(), g
+            return f, g
+
+        history: List[float] = [float(fun(self.x0)[0])]
+        tol = self.tol
 
         def callback(intermediate_result):
-            # MLlib's (Breeze's default) convergence test: the norm of the (projected) gradient
-            # is at most max(tol * f, 1e-8), or the objective fell by at most tol * |f0| over the
-            # last STOP_WINDOW iterations.
+            # The norm of the (projected) gradient is at most max(tol * f, 1e-8), or the objective
+            # fell by at most tol * |f0| over the last STOP_WINDOW iterations.
             x = intermediate_result.x
             f = float(intermediate_result.fun)
             history.append(f)
-            if "g" in last and np.array_equal(last["x"], x):
+            if np.array_equal(last.get("x"), x):
                 g = last["g"]
-                if bounds is not None:  # projected gradient: no descent below a bound of 0
-                    g = g.copy()
-                    at_bound = (x[: 2 * n] <= 0.0) & (g[: 2 * n] > 0.0)
-                    g[: 2 * n][at_bound] = 0.0
+                if box:  # projected gradient: no descent through an active bound
+                    g = np.where(((x <= self.lo) & (g > 0)) | ((x >= self.hi) & (g < 0)), 0.0, g)
                 if np.linalg.norm(g) <= max(tol * f, 1e-8):
                     raise StopIteration
             if len(history) > STOP_WINDOW and max(history[-STOP_WINDOW:]) - f <= tol * abs(history[0]):
                 raise StopIteration
 
-        max_iter = self.getMaxIter()
-        xs = x0
-        if max_iter > 0:
-            res = minimize(
-                objective,
-                x0,
-                jac=True,
-                method="L-BFGS-B",
-                bounds=bounds,
-                callback=callback,
-                options={"maxiter": max_iter, "ftol": 0.0, "gtol": 1e-12, "maxfun": max_iter * 20 + 20,
-                         "maxcor": 10},
-            )
-            log.info("LogisticRegression: L-BFGS-B %s after %d iterations (%d passes)", res.message, res.nit,
-                     res.nfev)
-            xs = res.x
-        beta, b_c = unpack(xs)
-        coef = beta * inv_std
-        intercept = b_c - coef @ mu
-        if multinomial:
+        if self.max_iter == 0:
+            return self.x0, history, 0, 1
+        bounds = list(zip(np.where(np.isfinite(self.lo), self.lo, None), np.where(np.isfinite(self.hi), self.hi, None))) if box else None
+        res = minimize(fun, self.x0, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,
+                       options={"maxiter": self.max_iter, "ftol": 0.0, "gtol": 1e-12,
+                                "maxfun": self.max_iter * 20 + 20, "maxcor": 10})
+        return res.x, history, int(res.nit), int(res.nfev) + 1
+
+    def finish(self, x: np.ndarray):
+        """``(coef (K, d), intercept (K,))`` in the original space, reported as MLlib does."""
+        beta, b_c = self.unpack(x)
+        coef = beta * self.inv_std
+        intercept = b_c - coef @ self.mu
+        if self.multinomial and not self.bounded:
             # Without regularization softmax coefficients are identifiable only up to a constant
             # per feature: MLlib (after glmnet) reports the class-mean-centred ones; the
             # intercepts are always centred.
-            if lam == 0.0:
+            if self.centre_result:
                 coef = coef - coef.mean(axis=0, keepdims=True)
-            if fit_b:
+            if self.fit_b:
                 intercept = intercept - intercept.mean()
-        return coef, intercept, history
+        return coef, intercept
 
 
-def _predict_block(X, B: np.ndarray, b: np.ndarray, threshold: float):
-    """Raw predictions, probabilities (``(n, 2)`` or ``(n, K)``) and predictions (float64) of a block."""
+def _block_sums(blocks, coef: np.ndarray, b: np.ndarray, multinomial: bool) -> List[np.ndarray]:
+    """Raw weighted sums ``[loss (1,), d/db (K,), d/dcoef (K, d)]`` over ``(X, y, w)`` blocks."""
+    K, d = coef.shape
+    loss = 0.0
+    g = np.zeros((K, d))
+    gb = np.zeros(K)
+    for X, y, w in blocks:
+        if X.shape[0] == 0:
+            continue
+        M = np.asarray(X @ coef.T) + b  # (n, K)
+        if multinomial:
+            lse = logsumexp(M, axis=1)
+            yi = y.astype(np.int64)
+            rows = np.arange(len(yi))
+            loss += float(w @ (lse - M[rows, yi]))
+            R = np.exp(M - lse[:, None])
+            R[rows, yi] -= 1.0
+            R *= w[:, None]
+        else:
+            m = M[:, 0]
+            loss += float(w @ (np.logaddexp(0.0, m) - y * m))  # log(1 + e^m) - y m, stable
+            R = (w * (_sigmoid(m) - y))[:, None]
+        g += np.asarray(X.T @ R).T
+        gb += R.sum(axis=0)
+    return [np.array([loss]), gb, g]
+
+
+def _concat_blocks(blocks, d: int):
+    """One ``(X, y, w)`` from a partition's blocks (CSR if any block is sparse)."""
+    Xs, ys, ws = [], [], []
+    for X, y, w in blocks:
+        Xs.append(X)
+        ys.append(y)
+        ws.append(w)
+    if not Xs:
+        return np.zeros((0, d)), np.zeros(0), np.zeros(0)
+    if any(sp.issparse(X) for X in Xs):
+        X = sp.vstack([sp.csr_matrix(X) for X in Xs], format="csr")
+    else:
+        X = np.vstack(Xs) if len(Xs) > 1 else np.array(Xs[0])
+    return X, np.concatenate(ys), np.concatenate(ws)
+
+
+def _fit_mapreduce(blocks_df, obj: _Objective, depth: int, num_partitions: int):
+    """One tree-aggregated Spark job per loss/gradient evaluation; the optimizer runs on the driver."""
+    multinomial = obj.multinomial
+
+    def sums(coef, b):
+        def partial(batches):
+            return _block_sums(iter_blocks(batches), coef, b, multinomial)
+
+        arrays, _ = tree_aggregate(blocks_df, partial, depth=depth, num_partitions=num_partitions)
+        return float(arrays[0][0]), arrays[1], arrays[2]
+
+    return obj.minimize(sums)
+
+
+_BACKENDS = {0: "local", 1: "gloo", 2: "spark"}
+
+
+def _fit_allreduce(blocks_df, obj: _Objective, world: int, num_partitions: int):
+    """One barrier stage of ``world`` tasks: each decodes its blocks once, then every
+    evaluation is a local gradient plus an allreduce; the optimizer runs on every rank."""
+    d, multinomial = obj.d, obj.multinomial
+
+    def task(batches, comm):
+        t0 = time.perf_counter()
+        data = _concat_blocks(iter_blocks(batches), d)
+        t_load = time.perf_counter() - t0
+
+        def sums(coef, b):
+            total = comm.allreduce(_block_sums([data], coef, b, multinomial))
+            return float(total[0][0]), total[1], total[2]
+
+        x, history, nit, nfev = obj.minimize(sums)
+        code = {v: k for k, v in _BACKENDS.items()}[comm.backend]
+        return [x, np.asarray(history), np.array([nit, nfev, code, t_load, time.perf_counter() - t0])]
+
+    results = run_barrier(blocks_df, world, task, num_partitions)
+    x, history, info = results[0]
+    for r in results[1:]:
+        if r is not None and not np.array_equal(r[0], x):
+            raise RuntimeError("allreduce solver: the ranks' iterates differ (non-deterministic reduction)")
+    log.info("LogisticRegression allreduce: %d tasks, backend %s, load %.2f s, total %.2f s",
+             world, _BACKENDS[int(info[2])], info[3], info[4])
+    return x, list(history), int(info[0]), int(info[1]), _BACKENDS[int(info[2])]
+
+
+class _SGDState:
+    """State of AdaGrad mini-batch training in the optimizer's (scaled, centred) space:
+    ``beta (K, d)``, ``b (K,)`` and their squared-gradient accumulators ``G``, ``Gb``; the
+    frozen feature scaling ``mu``, ``inv_std`` and penalty weights; counters."""
+
+    ARRAYS = ("beta", "b", "G", "Gb", "mu", "inv_std", "pen1", "pen2", "scalars")
+
+    def __init__(self, beta, b, mu, inv_std, pen1, pen2, l1, l2, fit_b, multinomial, G=None, Gb=None,
+                 epochs_done=0, steps=0):
+        self.beta, self.b = np.array(beta, dtype=np.float64), np.array(b, dtype=np.float64)
+        self.G = np.zeros_like(self.beta) if G is None else np.array(G, dtype=np.float64)
+        self.Gb = np.zeros_like(self.b) if Gb is None else np.array(Gb, dtype=np.float64)
+        self.mu, self.inv_std = mu, inv_std
+        self.pen1, self.pen2 = pen1.reshape(self.beta.shape), pen2.reshape(self.beta.shape)
+        self.l1, self.l2 = l1, l2
+        self.fit_b, self.multinomial = fit_b, multinomial
+        self.epochs_done, self.steps = epochs_done, steps
+
+    @classmethod
+    def from_objective(cls, obj: "_Objective") -> "_SGDState":
+        beta, b = obj.unpack(obj.x0)
+        return cls(beta, b, obj.mu, obj.inv_std, obj.pen1, obj.pen2, obj.l1, obj.l2, obj.fit_b, obj.multinomial)
+
+    def params(self):
+        """``(coef (K, d), intercept (K,))`` in the original space."""
+        coef = self.beta * self.inv_std
+        return coef, self.b - coef @ self.mu
+
+    def penalty(self) -> float:
+        return float(0.5 * self.l2 * np.sum(self.pen2 * self.beta**2) + self.l1 * np.sum(self.pen1 * np.abs(self.beta)))
+
+    def copy(self) -> "_SGDState":
+        return _SGDState.from_arrays(self.to_arrays())
+
+    def to_arrays(self) -> Dict[str, np.ndarray]:
+        scalars = np.array([self.l1, self.l2, float(self.fit_b), float(self.multinomial), self.epochs_done,
+                            self.steps], dtype=np.float64)
+        vals = dict(beta=self.beta, b=self.b, G=self.G, Gb=self.Gb, mu=self.mu, inv_std=self.inv_std,
+                    pen1=self.pen1, pen2=self.pen2, scalars=scalars)
+        return {f"sgd_{k}": np.array(v) for k, v in vals.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: Dict[str, np.ndarray]) -> "_SGDState":
+        a = {k[4:]: np.asarray(v, dtype=np.float64) for k, v in arrays.items() if k.startswith("sgd_")}
+        l1, l2, fit_b, multinomial, epochs_done, steps = a["scalars"].tolist()
+        return cls(a["beta"], a["b"], a["mu"], a["inv_std"], a["pen1"], a["pen2"], l1, l2, bool(fit_b),
+                   bool(multinomial), a["G"], a["Gb"], int(epochs_done), int(steps))
+
+
+#: AdaGrad's denominator guard.
+_ADAGRAD_EPS = 1e-8
+
+
+def _sgd_epochs(blocks_df, st: _SGDState, epochs: int, batch_size: int, step: float, seed: int, depth: int,
+                num_partitions: Optional[int]) -> List[float]:
+    """Train ``st`` in place by iterative parameter mixing: per epoch one Spark job in which
+    every partition runs AdaGrad (Duchi, Hazan & Singer 2011; L1 by its proximal step) over
+    shuffled mini-batches of its rows, starting from the current parameters; the driver
+    then averages the partitions' parameters and accumulators weighted by their weight
+    sums (McDonald, Hall & Mann 2010).  Returns per epoch the mean mini-batch loss seen
+    during the epoch plus the penalty at its end."""
+    history: List[float] = []
+    mu, inv_std, pen1, pen2 = st.mu, st.inv_std, st.pen1, st.pen2
+    l1, l2, fit_b, multinomial = st.l1, st.l2, st.fit_b, st.multinomial
+    mu_s = mu * inv_std
+    for _ in range(epochs):
+        beta0, b0, G0, Gb0 = st.beta, st.b, st.G, st.Gb
+        epoch = st.epochs_done
+
+        def partial(batches):
+            from pyspark import TaskContext
+
+            ctx = TaskContext.get()
+            rng = np.random.default_rng([seed, epoch, ctx.partitionId() if ctx else 0])
+            beta, b, G, Gb = beta0.copy(), b0.copy(), G0.copy(), Gb0.copy()
+            wsum = lsum = 0.0
+            nsteps = 0
+            for X, y, w in iter_blocks(batches):
+                order = rng.permutation(X.shape[0])
+                for s in range(0, len(order), batch_size):
+                    idx = np.sort(order[s : s + batch_size])
+                    wb = w[idx]
+                    W = float(wb.sum())
+                    if W <= 0:
+                        continue
+                    coef = beta * inv_std
+                    loss, gb, g = _block_sums([(X[idx], y[idx], wb)], coef, b - coef @ mu, multinomial)
+                    g = (g * inv_std - np.outer(gb, mu_s)) / W + l2 * pen2 * beta
+                    G += g * g
+                    H = np.sqrt(G) + _ADAGRAD_EPS
+                    beta = beta - step * g / H
+                    if l1 > 0:
+                        beta = np.sign(beta) * np.maximum(np.abs(beta) - step * l1 * pen1 / H, 0.0)
+                    if fit_b:
+                        gb = gb / W
+                        Gb += gb * gb
+                        b = b - step * gb / (np.sqrt(Gb) + _ADAGRAD_EPS)
+                    wsum += W
+                    lsum += float(loss[0])
+                    nsteps += 1
+            return [wsum * beta, wsum * b, wsum * G, wsum * Gb, np.array([wsum, lsum, nsteps])]
+
+        arrays, num_partitions = tree_aggregate(blocks_df, partial, depth=depth, num_partitions=num_partitions)
+        wsum, lsum, nsteps = arrays[4]
+        st.epochs_done += 1
+        if wsum <= 0:
+            break
+        st.beta, st.b, st.G, st.Gb = (a / wsum for a in arrays[:4])
+        st.steps += int(nsteps)
+        history.append(lsum / wsum + st.penalty())
+    return history
+
+
+def _predict_block(X, B: np.ndarray, b: np.ndarray, threshold: float, thresholds: Optional[np.ndarray] = None):
+    """Raw predictions, probabilities (``(n, 2)`` or ``(n, K)``) and predictions (float64) of a block.
+
+    Binomial: prediction ``p > threshold``; multinomial: ``argmax(p)``, or with
+    ``thresholds`` ``argmax(p / t)`` (``t = 0`` wins wherever ``p > 0``), as MLlib."""
     M = np.asarray(X @ B.T) + b
     if B.shape[0] == 1:
         m = M[:, 0]
         p = _sigmoid(m)
         return np.column_stack([-m, m]), np.column_stack([1.0 - p, p]), (p > threshold).astype(np.float64)
     P = np.exp(M - logsumexp(M, axis=1, keepdims=True))
-    return M, P, np.argmax(P, axis=1).astype(np.float64)
+    if thresholds is None:
+        return M, P, np.argmax(P, axis=1).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.where(thresholds > 0, P / np.where(thresholds > 0, thresholds, 1.0),
+                          np.where(P > 0, np.inf, 0.0))
+    return M, P, np.argmax(scaled, axis=1).astype(np.float64)
 
 
 def _sigmoid(m: np.ndarray) -> np.ndarray:
@@ -486,7 +949,8 @@ def _sigmoid(m: np.ndarray) -> np.ndarray:
     return expit(m)
 
 
-def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str], family: str = "binomial") -> None:
+def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str], family: str = "binomial",
+                 need_two_classes: bool = True) -> None:
     if stats.null_vectors:
         raise ValueError(f"column {fcol!r} (featuresCol) holds {stats.null_vectors} null vector(s)")
     if stats.count == 0:
@@ -512,7 +976,7 @@ def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str], family: str =
     if stats.weight_sum <= 0:
         raise ValueError(f"column {wcol!r} (weightCol): the weights sum to zero")
     present = int((stats.label_counts > 0).sum())
-    if present < 2:
+    if present < 2 and need_two_classes:
         only = int(np.argmax(stats.label_counts))
         raise ValueError(
             f"column {lcol!r} (labelCol) holds only label {only}: logistic regression needs two classes or more"
@@ -523,7 +987,9 @@ class LogisticRegressionTrainingSummary:
     """Training summary, as MLlib's.
 
     Available at once: ``objectiveHistory`` (objective at the start and after each
-    L-BFGS iteration), ``totalIterations``, ``numInstances``, ``trainingSeconds``.
+    L-BFGS iteration), ``totalIterations`` (``len(objectiveHistory) - 1``, as MLlib),
+    ``numInstances``, ``trainingSeconds``, ``solverUsed`` ("mapreduce" or "allreduce"),
+    ``allreduceBackend`` ("gloo", "spark", "local" for a single task, or None).
 
     Computed on first access from the model's predictions on the training
     DataFrame (weighted by ``weightCol`` when set): ``predictions``,
@@ -537,9 +1003,12 @@ class LogisticRegressionTrainingSummary:
 
     def __init__(self, objectiveHistory: List[float], numInstances: int, trainingSeconds: float,
                  model=None, dataset=None, labelCol: str = "label", weightCol: Optional[str] = None,
-                 numClasses: int = 2):
+                 numClasses: int = 2, solverUsed: str = "mapreduce", allreduceBackend: Optional[str] = None):
         self.objectiveHistory = list(objectiveHistory)
-        self.totalIterations = len(self.objectiveHistory)
+        # MLlib counts the iterations after the initial point: history length - 1.
+        self.totalIterations = max(len(self.objectiveHistory) - 1, 0)
+        self.solverUsed = solverUsed
+        self.allreduceBackend = allreduceBackend
         self.numInstances = numInstances
         self.trainingSeconds = trainingSeconds
         self._model = model
@@ -652,6 +1121,24 @@ class LogisticRegressionTrainingSummary:
 BinaryLogisticRegressionTrainingSummary = LogisticRegressionTrainingSummary
 
 
+class SGDLogisticRegression(LogisticRegression):
+    """``LogisticRegression`` trained by mini-batch AdaGrad SGD (``solver='sgd'`` by default).
+
+    For data too large to iterate L-BFGS over, or for online learning: the fitted
+    ``LogisticRegressionModel`` continues training with ``partialFit(df)`` (e.g. from
+    Structured Streaming's ``foreachBatch``).  Params as ``LogisticRegression``; the
+    SGD ones are ``batchSize`` (256 rows), ``stepSize`` (0.5, AdaGrad's base step in the
+    standardized space), ``epochs`` (5) and ``seed``.  See ``_sgd_epochs`` for the
+    algorithm (AdaGrad, Duchi et al. 2011, with iterative parameter mixing, McDonald
+    et al. 2010).  Bounds params are not supported.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self._setDefault(solver="sgd")
+        self.setParams(**kwargs)
+
+
 class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model, ParamsReadWrite):
     """Fitted logistic regression, binomial or multinomial.
 
@@ -673,6 +1160,7 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
         super().__init__(*args)
         self._B: Optional[np.ndarray] = None  # (K, d) when multinomial
         self._b: Optional[np.ndarray] = None  # (K,)
+        self._sgd: Optional[_SGDState] = None  # online-training state (solver='sgd' or after partialFit)
 
     @classmethod
     def _create_multinomial(cls, coef: np.ndarray, intercept: np.ndarray) -> "LogisticRegressionModel":
@@ -694,19 +1182,90 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
 
     def _model_arrays(self) -> Dict[str, np.ndarray]:
         if self._B is None:
-            return super()._model_arrays()
-        return {"coefficientMatrix": self._B, "interceptVector": self._b}
+            out = super()._model_arrays()
+        else:
+            out = {"coefficientMatrix": self._B, "interceptVector": self._b}
+        if self._sgd is not None:
+            out.update(self._sgd.to_arrays())
+        return out
 
     @classmethod
     def _from_arrays(cls, arrays: Dict[str, np.ndarray], metadata: Dict[str, Any]) -> "LogisticRegressionModel":
         if "coefficientMatrix" in arrays and "interceptVector" in arrays:
-            return cls._create_multinomial(arrays["coefficientMatrix"], arrays["interceptVector"])
-        return super()._from_arrays(arrays, metadata)
+            m = cls._create_multinomial(arrays["coefficientMatrix"], arrays["interceptVector"])
+        else:
+            m = super()._from_arrays(arrays, metadata)
+        if "sgd_beta" in arrays:
+            m._sgd = _SGDState.from_arrays(arrays)
+        return m
 
     def copy(self, extra=None) -> "LogisticRegressionModel":
         that = super().copy(extra)
-        that._B, that._b = self._B, self._b
+        that._B = None if self._B is None else self._B.copy()
+        that._b = None if self._b is None else self._b.copy()
+        that._sgd = None if self._sgd is None else self._sgd.copy()
         return that
+
+    def partialFit(self, dataset, epochs: int = 1) -> "LogisticRegressionModel":
+        """Continue training this model on ``dataset`` (AdaGrad mini-batch SGD, see
+        ``solver='sgd'``), in place; returns ``self`` (scikit-learn's ``partial_fit``).
+
+        ``dataset`` has this model's ``featuresCol`` (``numFeatures`` wide),
+        ``labelCol`` (class indices below ``numClasses``; one class per batch is fine)
+        and ``weightCol`` if set.  ``epochs`` passes over it (one Spark job each).  The
+        first call on a model fitted by L-BFGS freezes the feature scaling (mean, std)
+        of that call's batch; later calls reuse it, as does a model fitted with
+        ``solver='sgd'``.  An empty batch (streaming micro-batches can be empty) changes
+        nothing.  Hyper-parameters (``regParam``, ``elasticNetParam``, ``stepSize``,
+        ``batchSize``, ``seed``) are this model's params.  Usable from Structured
+        Streaming's ``foreachBatch`` (classic sessions: under Spark Connect the function
+        runs in a server-side process, so save the model there).  The training summary
+        is dropped (it described the earlier fit).
+
+        Raises ``ValueError`` for bad rows (as ``fit``), labels >= ``numClasses`` or a
+        different number of features, naming the column.
+        """
+        if epochs < 1:
+            raise ValueError(f"partialFit: 'epochs' must be >= 1, got {epochs}")
+        self._validate_params()
+        check_vector_column(dataset.schema, self.getFeaturesCol(), "featuresCol")
+        check_numeric_column(dataset.schema, self.getLabelCol(), "labelCol")
+        wcol = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
+        if wcol:
+            check_numeric_column(dataset.schema, wcol, "weightCol")
+        fcol, lcol = self.getFeaturesCol(), self.getLabelCol()
+        B, b = self._matrix()
+        K, d = B.shape
+        data = make_blocks(dataset, fcol, lcol, wcol, num_label_slots=self.numClasses,
+                           depth=self.getAggregationDepth())
+        try:
+            stats = data.stats
+            if stats.count == 0 and not stats.null_vectors:
+                return self
+            _check_stats(stats, fcol, lcol, wcol, "binomial" if self._B is None else "multinomial",
+                         need_two_classes=False)
+            if stats.num_features != d:
+                raise ValueError(f"column {fcol!r} (featuresCol) has {stats.num_features} features, "
+                                 f"the model has {d}")
+            if self._sgd is None:
+                est = LogisticRegression()
+                self._copyValues(est)
+                obj = est._objective(stats, K, self.numClasses)
+                self._sgd = _SGDState.from_objective(obj)
+                std = np.where(obj.inv_std > 0, 1.0 / np.where(obj.inv_std > 0, obj.inv_std, 1.0), 0.0)
+                self._sgd.beta = B * std
+                self._sgd.b = b + B @ obj.mu
+            _sgd_epochs(data.blocks, self._sgd, epochs, self.getBatchSize(), self.getStepSize(), self.getSeed(),
+                        self.getAggregationDepth(), stats.num_partitions)
+        finally:
+            data.unpersist()
+        coef, intercept = self._sgd.params()
+        if self._B is None:
+            self._coef, self._intercept = coef[0].copy(), float(intercept[0])
+        else:
+            self._B, self._b = coef, intercept
+        self._summary = None
+        return self
 
     @property
     def coefficients(self) -> DenseVector:
@@ -748,17 +1307,32 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
     def setThreshold(self, value: float) -> "LogisticRegressionModel":
         return self._set(threshold=value)
 
+    def setThresholds(self, value: List[float]) -> "LogisticRegressionModel":
+        return self._set(thresholds=value)
+
+    def _decision(self):
+        """``(threshold, thresholds or None)`` for :func:`_predict_block`; raises ``ValueError``
+        when ``thresholds`` does not have one entry per class."""
+        if not self.isSet(self.thresholds):
+            return self.getThreshold(), None
+        t = np.asarray(self.getOrDefault(self.thresholds), dtype=np.float64)
+        if t.size != self.numClasses:
+            raise ValueError(f"param 'thresholds' has {t.size} value(s), the model has {self.numClasses} classes")
+        if self._B is None:  # binomial: p1 / t1 > p0 / t0  <=>  p1 > t1 / (t0 + t1)
+            return float(t[1] / (t[0] + t[1])), None
+        return self.getThreshold(), t
+
     # single-vector helpers, as MLlib's model
     def predictRaw(self, value: Vector) -> DenseVector:
-        raw, _, _ = _predict_block(value.toArray()[None, :], *self._matrix(), self.getThreshold())
+        raw, _, _ = _predict_block(value.toArray()[None, :], *self._matrix(), *self._decision())
         return DenseVector(raw[0])
 
     def predictProbability(self, value: Vector) -> DenseVector:
-        _, prob, _ = _predict_block(value.toArray()[None, :], *self._matrix(), self.getThreshold())
+        _, prob, _ = _predict_block(value.toArray()[None, :], *self._matrix(), *self._decision())
         return DenseVector(prob[0])
 
     def predict(self, value: Vector) -> float:
-        return float(_predict_block(value.toArray()[None, :], *self._matrix(), self.getThreshold())[2][0])
+        return float(_predict_block(value.toArray()[None, :], *self._matrix(), *self._decision())[2][0])
 
     def _outputs(self):
         return [
@@ -777,7 +1351,7 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
         for name, param in self._outputs():
             check_new_column(schema, name, param)
             dt = T.DoubleType() if param == "predictionCol" else VectorUDT()
-            fields.append(T.StructField(name, dt, False))
+            fields.append(T.StructField(name, dt, True))  # null where the features are null
         return T.StructType(fields)
 
     def _transform(self, dataset):
@@ -789,20 +1363,20 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
         if not outputs:
             return dataset
         B, bvec = self._matrix()
-        thr = self.getThreshold()
+        thr, thresholds = self._decision()
         d = B.shape[1]
         fcol = self.getFeaturesCol()
         kinds = [param for _, param in outputs]
         ret = T.StructType(
             [
-                T.StructField(f"c{i}", T.DoubleType() if k == "predictionCol" else VectorUDT(), False)
+                T.StructField(f"c{i}", T.DoubleType() if k == "predictionCol" else VectorUDT(), True)
                 for i, k in enumerate(kinds)
             ]
         )
 
-        def predict_batch(vectors: pa.Array) -> pa.Array:
+        def predict_rows(vectors: pa.Array) -> pa.Array:
             X = vectors_to_block(vectors, fcol, size=d)
-            raw, prob, pred = _predict_block(X, B, bvec, thr)
+            raw, prob, pred = _predict_block(X, B, bvec, thr, thresholds)
             cols = []
             for k in kinds:
                 if k == "rawPredictionCol":
@@ -812,6 +1386,9 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
                 else:
                     cols.append(pa.array(pred))
             return pa.StructArray.from_arrays(cols, names=[f.name for f in ret.fields])
+
+        def predict_batch(vectors: pa.Array) -> pa.Array:
+            return map_valid(vectors, predict_rows)
 
         udf = vector_arrow_udf(dataset.sparkSession, predict_batch, ret)
         tmp = "__sparkml_scale_lr_out"

@@ -87,12 +87,13 @@ class BlockStats:
     (unbiased weighted, as Spark's ``Summarizer``), ``label_counts`` (weighted
     counts of labels ``0..K-1``), ``bad_labels`` (labels that are not integers
     in ``[0, K)``, NaN or null), ``bad_weights`` (negative/NaN/null),
-    ``nonfinite_features``, ``null_vectors``, ``num_features``, ``num_partitions``.
+    ``nonfinite_features``, ``null_vectors``, ``num_features``, ``num_partitions``,
+    ``nnz`` (stored values), ``sparse`` (any block is CSR).
     """
 
     def __init__(self, arrays: Optional[List[np.ndarray]], null_vectors: int, num_partitions: int, K: int):
         if arrays is None:
-            arrays = [np.zeros(6), np.zeros(0), np.zeros(0), np.zeros(K)]
+            arrays = [np.zeros(8), np.zeros(0), np.zeros(0), np.zeros(K)]
         meta, s1, s2, label_counts = arrays
         self.count = int(meta[0])
         self.weight_sum = float(meta[1])
@@ -100,6 +101,8 @@ class BlockStats:
         self.nonfinite_features = int(meta[3])
         self.bad_labels = int(meta[4])
         self.bad_weights = int(meta[5])
+        self.nnz = int(meta[6])  # stored values (dense rows count all d)
+        self.sparse = bool(meta[7] > 0)
         self.num_features = len(s1)
         self.null_vectors = null_vectors
         self.label_counts = label_counts
@@ -159,7 +162,7 @@ def make_blocks(
     def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         size = None
         s1 = s2 = None
-        meta = np.zeros(6)
+        meta = np.zeros(8)
         counts = np.zeros(K)
         nulls = 0
         error = None
@@ -189,10 +192,13 @@ def make_blocks(
             meta[5] += bad_w.sum()
             wc = np.where(bad_w, 0.0, w)
             if sp.issparse(X):
+                meta[6] += X.nnz
+                meta[7] += 1
                 meta[3] += (~np.isfinite(X.data)).sum()
                 s1 += X.T @ wc
                 s2 += X.multiply(X).T @ wc
             else:
+                meta[6] += X.size
                 meta[3] += (~np.isfinite(X)).sum()
                 s1 += wc @ X
                 s2 += wc @ (X * X)

@@ -31,6 +31,10 @@ def local_defaults(cores: Optional[int] = None) -> Dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.python.worker.reuse": "true",
         COLUMNAR_UDF_INPUT: "false",
+        # A barrier stage (allreduce solvers, distributed torch) that cannot get all its slots
+        # fails after one check instead of retrying for ~10 minutes (Spark's default 40 x 15 s).
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "1",
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
     }
 
 

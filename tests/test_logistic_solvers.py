@@ -1,0 +1,214 @@
+"""LogisticRegression solvers (mapreduce vs allreduce), the barrier runner, warm start,
+thresholds, bounds, null vectors, and glmnet's reference values."""
+import os
+
+import numpy as np
+import pytest
+from pyspark.ml.linalg import DenseMatrix, Vectors, VectorUDT
+from pyspark.sql import types as T
+
+from sparkml_scale.classification import LogisticRegression
+from sparkml_scale.core.allreduce import python_memory_per_task, run_barrier, task_slots
+
+CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
+classic_only = pytest.mark.skipif(CONNECT, reason="MLlib reference fits run in the classic session")
+
+
+def _frame(spark, X, y, w=None, parts=2):
+    w = np.ones(len(y)) if w is None else w
+    rows = [(Vectors.dense(r), float(t), float(wi)) for r, t, wi in zip(X, y, w)]
+    return spark.createDataFrame(rows, ["features", "label", "w"]).repartition(parts).cache()
+
+
+def _load(name):
+    from sklearn import datasets
+
+    X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    return X.astype(np.float64), y.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def cancer_df(spark):
+    X, y = _load("breast_cancer")
+    return _frame(spark, X, y, 1.0 + (np.arange(len(y)) % 2), parts=3)
+
+
+@pytest.fixture(scope="module")
+def iris_df(spark):
+    X, y = _load("iris")
+    return _frame(spark, X, y, 1.0 + (np.arange(len(y)) % 3))
+
+
+class _Conf:
+    def __init__(self, d):
+        self.d = d
+
+    def get(self, k, default=None):
+        return self.d.get(k, default)
+
+
+class _Spark:
+    def __init__(self, **d):
+        self.conf = _Conf({k.replace("_", "."): v for k, v in d.items()})
+
+
+def test_task_slots_from_configuration():
+    assert task_slots(_Spark(spark_master="local[3]")) == 3
+    assert task_slots(_Spark(spark_master="local[*]")) == (os.cpu_count() or 1)
+    assert task_slots(_Spark(spark_master="local")) == 1
+    assert task_slots(_Spark(spark_master="local-cluster[2,2,1024]")) == 4
+    assert task_slots(_Spark(spark_master="local[4]", spark_task_cpus="2")) == 2
+    yarn = dict(spark_master="yarn", spark_executor_instances="5", spark_executor_cores="4")
+    assert task_slots(_Spark(**yarn)) == 20
+    assert task_slots(_Spark(spark_master="yarn", spark_dynamicAllocation_enabled="true")) is None
+    assert task_slots(_Spark(spark_master="k8s://x")) is None
+    # memory budget: pyspark memory per core when set, else the overhead per core
+    assert python_memory_per_task(_Spark(spark_master="yarn", spark_executor_cores="2",
+                                         spark_executor_pyspark_memory="4g"), 8) == 2 << 30
+    assert python_memory_per_task(_Spark(spark_master="yarn", spark_executor_memory="8g"), 8) == (8 << 30) // 10
+
+
+@pytest.mark.connect
+@pytest.mark.parametrize("backend", ["spark", "gloo"])
+def test_run_barrier_allreduce_sums_over_ranks(spark, backend):
+    if backend == "gloo":
+        pytest.importorskip("torch")
+
+    def task(batches, comm):
+        s, n = 0.0, 0
+        for b in batches:
+            ids = b.column(0).to_numpy()
+            s += float(ids.sum())
+            n += len(ids)
+        total = comm.allreduce([np.array([s, n]), np.full((2, 3), comm.rank + 1.0)])
+        code = {"gloo": 1, "spark": 2, "local": 0}[comm.backend]
+        return [total[0], total[1], np.array([comm.rank, comm.world, code], dtype=np.float64)]
+
+    out = run_barrier(spark.range(0, 1000, numPartitions=4), 2, task, backend=backend)
+    assert len(out) == 2
+    for rank, (tot, mat, info) in enumerate(out):
+        np.testing.assert_array_equal(tot, [499500.0, 1000.0])
+        np.testing.assert_array_equal(mat, np.full((2, 3), 3.0))
+        assert info.tolist() == [rank, 2, {"gloo": 1, "spark": 2}[backend]]
+    with pytest.raises(ValueError, match="backend"):
+        run_barrier(spark.range(4), 1, task, backend="mpi")
+
+
+def _coefs(model):
+    return np.column_stack([model.coefficientMatrix.toArray(), model.interceptVector.toArray()])
+
+
+@pytest.mark.connect
+def test_solvers_agree_binomial_weighted(spark, cancer_df):
+    kw = dict(regParam=0.01, weightCol="w", tol=1e-10, maxIter=500)
+    mr = LogisticRegression(solver="mapreduce", **kw).fit(cancer_df)
+    ar = LogisticRegression(solver="allreduce", **kw).fit(cancer_df)
+    assert mr.summary.solverUsed == "mapreduce" and mr.summary.allreduceBackend is None
+    assert ar.summary.solverUsed == "allreduce" and ar.summary.allreduceBackend in ("gloo", "spark")
+    np.testing.assert_allclose(_coefs(ar), _coefs(mr), rtol=1e-6, atol=1e-6)
+    # auto on local[2] has the slots and memory for allreduce
+    auto = LogisticRegression(**kw).fit(cancer_df)
+    assert auto.summary.solverUsed == "allreduce"
+
+
+def test_solvers_agree_multinomial_elastic_net_and_sparse(spark, iris_df):
+    kw = dict(regParam=0.01, elasticNetParam=0.5, weightCol="w", tol=1e-10, maxIter=500)
+    mr = LogisticRegression(solver="mapreduce", **kw).fit(iris_df)
+    ar = LogisticRegression(solver="allreduce", **kw).fit(iris_df)
+    assert ar.numClasses == 3
+    np.testing.assert_allclose(_coefs(ar), _coefs(mr), rtol=1e-6, atol=1e-6)
+    # sparse input stays CSR in the barrier tasks
+    X, y = _load("digits")
+    rows = [(Vectors.sparse(64, {j: v for j, v in enumerate(r) if v}), float(t % 2)) for r, t in zip(X[:600], y[:600])]
+    sdf = spark.createDataFrame(rows, ["features", "label"]).repartition(2).cache()
+    kw = dict(regParam=0.01, tol=1e-10, maxIter=200)
+    mr = LogisticRegression(solver="mapreduce", **kw).fit(sdf)
+    ar = LogisticRegression(solver="allreduce", **kw).fit(sdf)
+    np.testing.assert_allclose(_coefs(ar), _coefs(mr), rtol=1e-6, atol=1e-6)
+
+
+def test_warm_start_from_initial_model(spark, cancer_df):
+    kw = dict(regParam=0.01, weightCol="w", tol=1e-8)
+    first = LogisticRegression(**kw).fit(cancer_df)
+    again = LogisticRegression(**kw).setInitialModel(first).fit(cancer_df)
+    assert again.summary.totalIterations <= 2 < first.summary.totalIterations
+    np.testing.assert_allclose(_coefs(again), _coefs(first), rtol=1e-5, atol=1e-6)
+    # a start of the wrong shape is refused by name
+    X, y = _load("iris")
+    small = LogisticRegression(maxIter=2).fit(_frame(spark, X, (y > 0).astype(float)))
+    with pytest.raises(ValueError, match="initialModel"):
+        LogisticRegression(**kw).setInitialModel(small).fit(cancer_df)
+    with pytest.raises(TypeError, match="initialModel"):
+        LogisticRegression().setInitialModel("model")
+
+
+@classic_only
+def test_bounds_match_mllib(spark, cancer_df):
+    from pyspark.ml.classification import LogisticRegression as MLlibLR
+
+    d = 30
+    kw = dict(regParam=0.01, weightCol="w", tol=1e-12, maxIter=2000,
+              lowerBoundsOnCoefficients=DenseMatrix(1, d, [0.0] * d),
+              upperBoundsOnIntercepts=Vectors.dense([0.5]))
+    ref = MLlibLR(**kw).fit(cancer_df)
+    ours = LogisticRegression(**kw).fit(cancer_df)
+    assert ours.coefficients.toArray().min() >= 0.0 and ours.intercept <= 0.5 + 1e-12
+    np.testing.assert_allclose(ours.coefficients.toArray(), ref.coefficients.toArray(), atol=1e-4)
+    assert abs(ours.intercept - ref.intercept) <= 1e-4
+    with pytest.raises(ValueError, match="L2 only"):
+        LogisticRegression(elasticNetParam=0.5, regParam=0.1,
+                           lowerBoundsOnCoefficients=DenseMatrix(1, d, [0.0] * d)).fit(cancer_df)
+    with pytest.raises(ValueError, match="lowerBoundsOnCoefficients"):
+        LogisticRegression(lowerBoundsOnCoefficients=DenseMatrix(1, 3, [0.0] * 3)).fit(cancer_df)
+
+
+@classic_only
+def test_thresholds_match_mllib(spark, iris_df):
+    from pyspark.ml.classification import LogisticRegression as MLlibLR
+
+    kw = dict(regParam=0.1, thresholds=[0.6, 0.1, 0.3])
+    ref = MLlibLR(**kw).fit(iris_df)
+    ours = LogisticRegression(**kw).fit(iris_df)
+    p_ref = np.array([r[0] for r in ref.transform(iris_df).select("prediction").collect()])
+    p_ours = np.array([r[0] for r in ours.transform(iris_df).select("prediction").collect()])
+    np.testing.assert_array_equal(p_ours, p_ref)
+    plain = np.array([r[0] for r in ours.copy({ours.thresholds: [1.0, 1.0, 1.0]}).transform(iris_df)
+                     .select("prediction").collect()])
+    assert (plain != p_ours).sum() > 0  # the thresholds changed some predictions
+    with pytest.raises(ValueError, match="thresholds"):
+        ours.copy({ours.thresholds: [0.5, 0.5]}).transform(iris_df).collect()
+    with pytest.raises(ValueError, match="thresholds"):
+        LogisticRegression(thresholds=[0.0, 0.0, 1.0]).fit(iris_df)
+
+
+@pytest.mark.connect
+def test_transform_passes_null_vectors_through(spark, cancer_df):
+    model = LogisticRegression(maxIter=5).fit(cancer_df)
+    schema = T.StructType([T.StructField("features", VectorUDT(), True)])
+    df = spark.createDataFrame([(Vectors.dense([1.0] * 30),), (None,)], schema)
+    rows = model.transform(df).collect()
+    assert rows[0]["prediction"] in (0.0, 1.0) and rows[0]["probability"] is not None
+    assert rows[1]["prediction"] is None and rows[1]["probability"] is None and rows[1]["rawPrediction"] is None
+
+
+@pytest.mark.parametrize("solver", ["allreduce", "mapreduce"])
+def test_glmnet_reference_values(spark, solver):
+    """The glmnet (R) values scikit-learn's ``test_logistic_glmnet`` checks: alpha=0,
+    lambda=1, standardize=F -> regParam=1, elasticNetParam=0, standardization=False."""
+    a = np.arange(-4, 5, dtype=float)
+    b = np.array([0, 0, 1, 0, 1, 1, 1, 0, 0], dtype=float)
+    X = np.column_stack([a, b])
+    kw = dict(regParam=1.0, standardization=False, tol=1e-12, maxIter=1000, solver=solver)
+    y2 = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1], dtype=float)
+    m = LogisticRegression(**kw).fit(_frame(spark, X, y2))
+    np.testing.assert_allclose(m.intercept, 0.89230405539, rtol=1e-5)
+    np.testing.assert_allclose(m.coefficients.toArray(), [0.44464569182, 0.01457563448], rtol=1e-5)
+    y3 = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2], dtype=float)
+    m = LogisticRegression(**kw).fit(_frame(spark, X, y3))
+    np.testing.assert_allclose(m.interceptVector.toArray(), [-0.12004759652, 2.251747383e-01, -0.1051271418],
+                               rtol=1e-5)
+    np.testing.assert_allclose(
+        m.coefficientMatrix.toArray(),
+        [[-0.38023389305, -0.01226499932], [-8.164030176e-05, 4.734548012e-02], [0.3803155334, -0.0350804808]],
+        rtol=1e-5, atol=1e-8,
+    )
