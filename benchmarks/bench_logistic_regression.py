@@ -87,7 +87,7 @@ def run_case(name, df, params, solvers, quiet=False):
             "case": name, "solver": solver, "params": params,
             "ours_s": t_ours, "mllib_s": t_ml, "ratio": t_ours / t_ml,
             "ours_objective": f_ours, "mllib_objective": f_ml, "objective_rel_gap": gap,
-            "same_objective": gap <= OBJECTIVE_RTOL,
+            "same_objective": bool(gap <= OBJECTIVE_RTOL),
             "ours_iterations": it_ours, "mllib_iterations": it_ml,
         })
     return rows
