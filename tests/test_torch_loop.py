@@ -1,0 +1,73 @@
+"""The per-rank torch training loop, without Spark."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sparkml_scale.torch.loop import numpy_batches, pick_device, resolve_loss, train_epochs  # noqa: E402
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(y))
+    return X[order], y[order].astype(np.int64)
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+
+
+def test_mlp_on_digits_learns_and_reports_metrics():
+    X, y = _digits()
+    Xtr, ytr, Xva, yva = X[:1400], y[:1400], X[1400:], y[1400:]
+    model = _mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    seen = []
+    hist = train_epochs(model, opt, "cross_entropy", numpy_batches(Xtr, ytr, 64, seed=1), epochs=8,
+                        val_batches=lambda: numpy_batches(Xva, yva, 256, seed=0, shuffle=False)(0),
+                        on_epoch_end=lambda e, m: seen.append(e) and False)
+    assert [h["epoch"] for h in hist] == list(range(8)) and seen == list(range(8))
+    assert all(h["samples"] == 1400 for h in hist)
+    assert hist[-1]["loss"] < hist[0]["loss"] / 3
+    assert hist[-1]["val_accuracy"] >= 0.93
+    assert hist[-1]["samples_per_s"] > 0
+
+
+def test_resume_and_early_stop_and_allreduce_hook():
+    X, y = _digits()
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+
+    def allreduce_sum(v):  # a fake second rank with the same sums
+        calls.append(v.copy())
+        return 2 * v
+
+    hist = train_epochs(model, opt, "cross_entropy", numpy_batches(X, y, 128, seed=0), epochs=10, start_epoch=7,
+                        allreduce_sum=allreduce_sum, on_epoch_end=lambda e, m: e == 8)
+    assert [h["epoch"] for h in hist] == [7.0, 8.0]  # resumed at 7, stopped after 8
+    assert len(calls) == 2 and hist[0]["samples"] == 2 * len(y)
+    assert hist[0]["loss"] == pytest.approx(calls[0][0] / calls[0][1])
+
+
+def test_regression_loss_and_bad_names():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5]) + 0.3).astype(np.float32)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    hist = train_epochs(model, opt, "mse", numpy_batches(X, y, 32, seed=0), epochs=30)
+    assert hist[-1]["loss"] < 1e-3
+    np.testing.assert_allclose(model.weight.detach().numpy()[0], [1.0, -2.0, 0.5], atol=0.05)
+    with pytest.raises(ValueError, match="loss"):
+        resolve_loss("hinge")
+    with pytest.raises(ValueError, match="useGpu"):
+        pick_device("maybe")
+    assert pick_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="batchSize"):
+        numpy_batches(X, y, 0, seed=0)
