@@ -12,17 +12,8 @@ CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
 pytestmark = pytest.mark.skipif(CONNECT, reason="MLlib reference fits run in the classic session")
 
 
-def _frame(spark, X, y, w=None, parts=2):
-    w = np.ones(len(y)) if w is None else w
-    rows = [(i, Vectors.dense(r), float(t), float(wi)) for i, (r, t, wi) in enumerate(zip(X, y, w))]
-    return spark.createDataFrame(rows, ["id", "features", "label", "w"]).repartition(parts).cache()
-
-
-def _load(name):
-    from sklearn import datasets
-
-    X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
-    return X.astype(np.float64), y.astype(np.float64)
+from lr_data import frame as _frame  # noqa: E402
+from lr_data import load as _load  # noqa: E402
 
 
 @pytest.fixture(scope="module")

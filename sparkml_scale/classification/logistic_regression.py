@@ -237,6 +237,15 @@ class _LogisticRegressionParams(
             raise ValueError("lower bounds must not exceed upper bounds (lowerBoundsOn*/upperBoundsOn* params)")
         return tuple(out)
 
+    def _weight_col(self) -> Optional[str]:
+        return self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
+
+    def _check_schema(self, schema: T.StructType) -> None:
+        check_vector_column(schema, self.getFeaturesCol(), "featuresCol")
+        check_numeric_column(schema, self.getLabelCol(), "labelCol")
+        if self._weight_col():
+            check_numeric_column(schema, self._weight_col(), "weightCol")
+
     def _validate_params(self) -> None:
         if self.getMaxIter() < 0:
             raise ValueError(f"param 'maxIter' must be >= 0, got {self.getMaxIter()}")
@@ -462,15 +471,6 @@ class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
                 f"({'multinomial' if K > 1 else 'binomial'}, numFeatures {d})"
             )
         return B, b
-
-    def _weight_col(self) -> Optional[str]:
-        return self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
-
-    def _check_schema(self, schema: T.StructType) -> None:
-        check_vector_column(schema, self.getFeaturesCol(), "featuresCol")
-        check_numeric_column(schema, self.getLabelCol(), "labelCol")
-        if self._weight_col():
-            check_numeric_column(schema, self._weight_col(), "weightCol")
 
     def _fit(self, dataset) -> "LogisticRegressionModel":
         self._validate_params()
@@ -781,6 +781,7 @@ def _fit_mapreduce(blocks_df, obj: _Objective, depth: int, num_partitions: int):
 
 
 _BACKENDS = {0: "local", 1: "gloo", 2: "spark"}
+_BACKEND_CODES = {v: k for k, v in _BACKENDS.items()}
 
 
 def _fit_allreduce(blocks_df, obj: _Objective, world: int, num_partitions: int):
@@ -798,7 +799,7 @@ def _fit_allreduce(blocks_df, obj: _Objective, world: int, num_partitions: int):
             return float(total[0][0]), total[1], total[2]
 
         x, history, nit, nfev = obj.minimize(sums)
-        code = {v: k for k, v in _BACKENDS.items()}[comm.backend]
+        code = _BACKEND_CODES[comm.backend]
         return [x, np.asarray(history), np.array([nit, nfev, code, t_load, time.perf_counter() - t0])]
 
     results = run_barrier(blocks_df, world, task, num_partitions)
@@ -1228,12 +1229,8 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
         if epochs < 1:
             raise ValueError(f"partialFit: 'epochs' must be >= 1, got {epochs}")
         self._validate_params()
-        check_vector_column(dataset.schema, self.getFeaturesCol(), "featuresCol")
-        check_numeric_column(dataset.schema, self.getLabelCol(), "labelCol")
-        wcol = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
-        if wcol:
-            check_numeric_column(dataset.schema, wcol, "weightCol")
-        fcol, lcol = self.getFeaturesCol(), self.getLabelCol()
+        self._check_schema(dataset.schema)
+        fcol, lcol, wcol = self.getFeaturesCol(), self.getLabelCol(), self._weight_col()
         B, b = self._matrix()
         K, d = B.shape
         data = make_blocks(dataset, fcol, lcol, wcol, num_label_slots=self.numClasses,
@@ -1252,8 +1249,7 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
                 self._copyValues(est)
                 obj = est._objective(stats, K, self.numClasses)
                 self._sgd = _SGDState.from_objective(obj)
-                std = np.where(obj.inv_std > 0, 1.0 / np.where(obj.inv_std > 0, obj.inv_std, 1.0), 0.0)
-                self._sgd.beta = B * std
+                self._sgd.beta = B * stats.std
                 self._sgd.b = b + B @ obj.mu
             _sgd_epochs(data.blocks, self._sgd, epochs, self.getBatchSize(), self.getStepSize(), self.getSeed(),
                         self.getAggregationDepth(), stats.num_partitions)
