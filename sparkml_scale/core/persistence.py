@@ -74,7 +74,10 @@ class ParamsWriter(DefaultParamsWriter):
         inst = self.instance
         extra = {"sparkmlScaleVersion": __version__}
         extra.update(getattr(inst, "_extra_metadata", lambda: {})())
-        DefaultParamsWriter.saveMetadata(inst, path, self.sparkSession, extraMetadata=extra)
+        # Stages whose params may hold Python objects (e.g. a torch module factory) give their
+        # JSON form (references, never pickles) through ``_json_param_map``.
+        json_params = getattr(inst, "_json_param_map", lambda: None)()
+        DefaultParamsWriter.saveMetadata(inst, path, self.sparkSession, extraMetadata=extra, paramMap=json_params)
         arrays = getattr(inst, "_model_arrays", None)
         if arrays is not None:
             rows = []

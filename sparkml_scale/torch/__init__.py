@@ -1,6 +1,18 @@
 """Deep-model (PyTorch) training and inference on Spark.
 
-``loop.train_epochs`` is the per-rank training loop (plain torch, no Spark).  Importing
-this package does not import torch; the submodules do.
+- :class:`TorchEstimator` / :class:`TorchModel` (``estimator``): pyspark.ml stages.
+- ``launch``: the TorchDistributor and Horovod backends; ``worker``: what each training
+  process runs; ``data``: a rank's share of the rows; ``loop.train_epochs``: the per-rank
+  training loop (plain torch, no Spark); ``models``: small reference networks.
+
+Importing this package does not import torch (``TorchEstimator`` is loaded on first use).
 """
-__all__ = ["loop"]
+__all__ = ["TorchEstimator", "TorchModel"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from . import estimator
+
+        return getattr(estimator, name)
+    raise AttributeError(name)

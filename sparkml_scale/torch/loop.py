@@ -13,6 +13,7 @@ on ``device`` here (``torch.from_numpy``, no copy on CPU).
 """
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -126,6 +127,7 @@ def train_epochs(
     scaler = torch.amp.GradScaler("cuda") if (amp and cuda) else None
     autocast_dtype = torch.float16 if cuda else torch.bfloat16
     history: List[Dict[str, float]] = []
+    zero_kw = "set_to_none" in inspect.signature(optimizer.zero_grad).parameters
     for epoch in range(start_epoch, epochs):
         model.train()
         t0 = time.perf_counter()
@@ -134,7 +136,10 @@ def train_epochs(
         for xb, yb in batches(epoch):
             x = _to_tensor(xb, device, torch.float32)
             y = _to_tensor(yb, device, ydtype)
-            optimizer.zero_grad(set_to_none=True)
+            if zero_kw:
+                optimizer.zero_grad(set_to_none=True)
+            else:  # Horovod's DistributedOptimizer.zero_grad takes no arguments
+                optimizer.zero_grad()
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=amp):
                 out = model(x)
                 if ydtype is torch.float32 and out.dim() == 2 and out.shape[1] == 1 and y.dim() == 1:

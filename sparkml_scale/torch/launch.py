@@ -1,0 +1,273 @@
+"""Launching :func:`sparkml_scale.torch.worker.run_rank` on Spark: TorchDistributor and Horovod.
+
+Both backends move the data the same way: one barrier ``mapInArrow`` stage over the
+DataFrame repartitioned to ``numProc`` partitions; each barrier task writes its
+partition's Arrow record batches to an Arrow IPC stream file on the executor's local
+disk (no Parquet, no petastorm) and starts one training process that reads it
+(:class:`sparkml_scale.torch.data.RankShard`).  Rank 0's result (weights as
+``torch.save`` bytes and the metrics) is the stage's only output row(s).
+
+- ``"torch_distributor"``: pyspark's ``TorchDistributor(local_mode=False)`` and its
+  DataFrame entry point (``_train_on_dataframe``, the barrier stage above, written by
+  pyspark), which starts ``torchrun`` in every task; the ranks use DDP (Gloo on CPU,
+  NCCL on GPU).
+- ``"horovod"``: our barrier task starts Horovod's own Gloo rendezvous server
+  (``horovod.runner.http.http_server.RendezvousServer``, as ``horovod.spark.run`` and
+  ``horovod.ray`` do) in rank 0, shares its port with ``BarrierTaskContext.allGather``,
+  and starts ``python -m sparkml_scale.torch.worker horovod`` with Horovod's slot
+  environment; the ranks use ``hvd.DistributedOptimizer`` and broadcast parameters and
+  optimizer state from rank 0.  We do not call ``horovod.spark.run`` itself: it
+  schedules its tasks through ``SparkContext`` over an RDD range (not possible on
+  Spark Connect, and the DataFrame's partitions could only reach those tasks through
+  staged files).
+
+Neither needs ``SparkContext``: both run on Spark Connect.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, Iterator, List, Optional
+
+import pyarrow as pa
+
+from ..core.allreduce import task_slots
+from .worker import ERROR_TAG
+
+__all__ = ["horovod_available", "launch", "TrainingError", "check_slots"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_OUT_SCHEMA = pa.schema([("seq", pa.int64()), ("chunk", pa.binary())])
+
+
+class TrainingError(RuntimeError):
+    """Distributed training failed in a training process (the message says where and why)."""
+
+
+def horovod_available() -> bool:
+    """True when ``horovod.torch`` imports here and was built with Gloo."""
+    try:
+        import horovod.torch as hvd
+
+        return bool(hvd.gloo_built())
+    except Exception:  # noqa: BLE001 - not installed, or built without torch
+        return False
+
+
+def check_slots(spark, num_proc: int) -> Optional[int]:
+    """Fail fast (``ValueError`` naming 'numProc') when the cluster's configured task slots are fewer
+    than ``num_proc``: a barrier stage would wait for slots that never come.  Returns the slots
+    (``None`` when the configuration does not say, e.g. dynamic allocation)."""
+    slots = task_slots(spark)
+    if slots is not None and num_proc > slots:
+        raise ValueError(f"param 'numProc' is {num_proc} but the cluster has {slots} task slot(s) "
+                         "(a barrier stage needs one free slot per process); lower numProc or add executors")
+    if slots is None:
+        log.warning("cannot tell the cluster's task slots from its configuration; launching %d barrier "
+                    "tasks anyway (they wait until that many slots are free)", num_proc)
+    return slots
+
+
+def _training_error(exc: BaseException) -> Exception:
+    """The clean message of a failure in a training process (tagged line), else a summary."""
+    text = str(exc)
+    for line in text.splitlines():
+        if ERROR_TAG in line:
+            msg = line.split(ERROR_TAG, 1)[1].strip()
+            kind, _, rest = msg.partition(": ")
+            if kind in ("ValueError", "ShardDataError", "TypeError"):
+                return (TypeError if kind == "TypeError" else ValueError)(rest)
+            return TrainingError(msg)
+    tail = "\n".join(text.splitlines()[-20:])
+    return TrainingError(f"distributed training failed: {type(exc).__name__}: {tail}")
+
+
+def launch(df, spec: Dict[str, Any], num_proc: int, backend: str, use_gpu: bool) -> Dict[str, Any]:
+    """Train with ``backend`` ("torch_distributor" or "horovod") on ``num_proc`` processes over
+    ``df`` (repartitioned to ``num_proc``); returns rank 0's result dict."""
+    df = df.repartition(num_proc)
+    try:
+        if backend == "torch_distributor":
+            return _launch_torch_distributor(df, spec, num_proc, use_gpu)
+        if backend == "horovod":
+            return _launch_horovod(df, spec, num_proc)
+    except (ValueError, TypeError, TrainingError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Py4J/Spark/pyspark errors become one clear message
+        raise _training_error(exc) from None
+    raise ValueError(f"param 'backend' must be 'auto', 'torch_distributor' or 'horovod', got {backend!r}")
+
+
+# ----------------------------------------------------------------------------- TorchDistributor
+def _td_entry(spec_bytes: bytes):
+    """Runs in every ``torchrun`` process that TorchDistributor starts."""
+    from pyspark import cloudpickle
+
+    from .worker import run_rank
+
+    spec = cloudpickle.loads(spec_bytes)
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    try:
+        return run_rank(spec, os.environ["SPARK_PARTITION_ARROW_DATA_FILE"], rank, world, local_rank,
+                        dist="ddp", stride=(local_rank, local_world))
+    except (ValueError, TypeError) as exc:
+        # Bad params or data: every rank finds the same problem (data problems are agreed on
+        # through one allreduce before training), so every rank returns it and exits cleanly;
+        # TorchDistributor passes rank 0's return value to the driver, which raises it.  (A
+        # raised exception would reach the driver only as "TorchDistributor failed".)
+        print(f"{ERROR_TAG} {type(exc).__name__}: {exc}", flush=True)
+        return {"error": "TypeError" if isinstance(exc, TypeError) else "ValueError", "message": str(exc)}
+    except Exception as exc:
+        print(f"{ERROR_TAG} {type(exc).__name__}: {exc}", flush=True)
+        raise
+
+
+def _launch_torch_distributor(df, spec, num_proc, use_gpu):
+    from pyspark import cloudpickle
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=use_gpu)
+    if not hasattr(distributor, "_train_on_dataframe"):  # pragma: no cover - pyspark < 3.5
+        raise TrainingError("backend 'torch_distributor' needs pyspark >= 3.5 (TorchDistributor on DataFrames)")
+    out = distributor._train_on_dataframe(_td_entry, df, cloudpickle.dumps(spec))
+    if out is None:
+        raise TrainingError("TorchDistributor returned no result from rank 0")
+    if "error" in out:
+        raise (TypeError if out["error"] == "TypeError" else ValueError)(out["message"])
+    return out
+
+
+# ----------------------------------------------------------------------------- Horovod
+def _iface_of(host: str) -> Optional[str]:
+    """The network interface that holds ``host``'s IPv4 address (for HOROVOD_GLOO_IFACE)."""
+    import psutil
+
+    try:
+        ip = socket.gethostbyname(host)
+    except OSError:
+        return None
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == ip for a in addrs):
+            return name
+    return None
+
+
+def _slot_plan(hosts: List[str]):
+    """Horovod ``SlotInfo`` per barrier rank (rank = Spark partition id), grouping by host."""
+    from horovod.runner.common.util.hosts import SlotInfo
+
+    order = list(dict.fromkeys(hosts))
+    per_host = collections.Counter(hosts)
+    plan = []
+    for rank, h in enumerate(hosts):
+        local_rank = hosts[:rank].count(h)
+        cross_hosts = [x for x in order if per_host[x] > local_rank]
+        plan.append(SlotInfo(hostname=h, rank=rank, local_rank=local_rank, cross_rank=cross_hosts.index(h),
+                             size=len(hosts), local_size=per_host[h], cross_size=len(cross_hosts)))
+    return plan
+
+
+def _write_stream(batches: Iterator[pa.RecordBatch], path: str) -> int:
+    rows = 0
+    writer = None
+    with open(path, "wb") as f:
+        for b in batches:
+            if writer is None:
+                writer = pa.ipc.new_stream(f, b.schema)
+            writer.write_batch(b)
+            rows += b.num_rows
+        if writer is not None:
+            writer.close()
+    return rows
+
+
+def _horovod_task(spec_bytes: bytes):
+    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import BarrierTaskContext
+
+        ctx = BarrierTaskContext.get()
+        rank = ctx.partitionId()
+        hosts = [i.address.rsplit(":", 1)[0] for i in ctx.getTaskInfos()]
+        root = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or None
+        work = tempfile.mkdtemp(prefix="sparkml_scale_hvd_", dir=root if root and os.path.isdir(root) else None)
+        server = None
+        try:
+            data = os.path.join(work, "data.arrow")
+            rows = _write_stream(batches, data)
+            plan = _slot_plan(hosts)
+            port = 0
+            if rank == 0:
+                from horovod.runner.http.http_server import RendezvousServer
+
+                server = RendezvousServer()
+                port = server.start()
+                server.init(plan)
+            counts = ctx.allGather(f"{port}:{rows}")
+            if any(int(c.split(":")[1]) == 0 for c in counts):
+                raise ValueError("a partition of the training data is empty (fewer rows than param 'numProc'?)")
+            port = int(counts[0].split(":")[0])
+            from horovod.runner.gloo_run import create_slot_env_vars
+
+            env = dict(os.environ)
+            env.update(create_slot_env_vars(plan[rank]))
+            env.update({"HOROVOD_GLOO_RENDEZVOUS_ADDR": hosts[0], "HOROVOD_GLOO_RENDEZVOUS_PORT": str(port),
+                        "HOROVOD_CONTROLLER": "gloo", "HOROVOD_CPU_OPERATIONS": "gloo"})
+            iface = _iface_of(hosts[rank])
+            if iface:
+                env["HOROVOD_GLOO_IFACE"] = iface
+            spec_path = os.path.join(work, "spec.pkl")
+            with open(spec_path, "wb") as f:
+                f.write(spec_bytes)
+            out_path = os.path.join(work, "result.pt")
+            proc = subprocess.Popen([sys.executable, "-m", "sparkml_scale.torch.worker", "horovod", spec_path,
+                                     data, out_path], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+            tail: collections.deque = collections.deque(maxlen=60)
+            for line in proc.stdout:  # type: ignore[union-attr]
+                text = line.decode("utf-8", "replace")
+                tail.append(text)
+                sys.stdout.write(text)
+            code = proc.wait()
+            codes = ctx.allGather(str(code))  # rank 0 keeps the rendezvous server up until all are done
+            if code != 0:
+                raise RuntimeError(f"Horovod rank {rank} exited with code {code}; its last output:\n" + "".join(tail))
+            if any(c != "0" for c in codes):
+                raise RuntimeError(f"Horovod ranks exited with codes {codes}")
+            if rank == 0:
+                with open(out_path, "rb") as f:
+                    payload = f.read()
+                chunks = [payload[i:i + _CHUNK] for i in range(0, len(payload), _CHUNK)]
+                yield pa.RecordBatch.from_arrays([pa.array(range(len(chunks)), pa.int64()),
+                                                  pa.array(chunks, pa.binary())], schema=_OUT_SCHEMA)
+        finally:
+            if server is not None:
+                server.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+    return task
+
+
+def _launch_horovod(df, spec, num_proc):
+    from pyspark import cloudpickle
+
+    from .worker import load_checkpoint_bytes
+
+    if not horovod_available():
+        raise ValueError("param 'backend' is 'horovod' but horovod.torch (with Gloo) does not import here; "
+                         "run scripts/install_horovod.sh or use backend='torch_distributor'")
+    rows = df.mapInArrow(_horovod_task(cloudpickle.dumps(spec)), "seq long, chunk binary", barrier=True).collect()
+    if not rows:
+        raise TrainingError("Horovod returned no result from rank 0")
+    payload = b"".join(r["chunk"] for r in sorted(rows, key=lambda r: r["seq"]))
+    return load_checkpoint_bytes(payload)
