@@ -24,9 +24,16 @@ Training throughput (samples per second):
 
 Inference throughput (rows per second), ``--infer-rows`` rows, materialized with the
 ``noop`` writer: ``TorchModel.transform`` (one ``mapInArrow`` pass, module built once
-per Python worker, ``inferenceBatchSize`` 1024) vs a row-at-a-time Python UDF
+per Python worker, default ``inferenceBatchSize``) vs a row-at-a-time Python UDF
 (``pyspark.sql.functions.udf``: one row in, one forward pass of a 1-row tensor, one
-double out, module cached per worker too).  Both on the same cached DataFrame.
+double out, module cached per worker too, one torch thread per task as ours).  Both on the
+same cached DataFrame, for the trained CNN (compute-bound: a conv net on CPU costs about the
+same per image batched or not) and for an MLP 784-128-10 (random weights; per-row overhead
+dominates), and for narrow rows: scikit-learn's digits (64 pixels) tiled to ``--narrow-rows``
+rows with an MLP 64-64-10 (random weights).  Spark 4.3 moves a plain Python UDF's rows in
+Arrow batches by default (``spark.sql.execution.pythonUDF.arrow.enabled=true``; the function
+is still called once per row); ``--row-udf-arrow false`` times the pickled-row path of
+earlier Spark versions instead.
 """
 from __future__ import annotations
 
@@ -70,6 +77,35 @@ def bare_loop(X, y, epochs, batch_size, lr, seed):
     return rates
 
 
+def _state_bytes(sd) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    return buf.getvalue()
+
+
+def _row_predictor(factory, state, shape):
+    """The anchor UDF: one row in, a 1-row forward pass, one double out; module cached per worker."""
+    cache = {}
+
+    def one_row(pixels):
+        import torch
+
+        if "m" not in cache:
+            torch.set_num_threads(1)
+            m = factory()
+            m.load_state_dict(state)
+            cache["m"] = m.eval()
+        with torch.no_grad():
+            x = torch.tensor(pixels, dtype=torch.float32).reshape(shape)
+            return float(cache["m"](x).argmax(1).item())
+
+    return one_row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=20000)
@@ -78,6 +114,11 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", default="torch_distributor,horovod")
     ap.add_argument("--infer-rows", type=int, default=20000)
     ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--narrow-rows", type=int, default=200000)
+    ap.add_argument("--skip-infer", action="store_true")
+    ap.add_argument("--row-udf-arrow", choices=["true", "false"], default="true",
+                    help="the anchor UDF's transport: Spark 4's default Arrow batches (true) or pickled rows")
+    ap.add_argument("--skip-train", action="store_true", help="inference only (a 1-epoch numProc=1 CNN fit first)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -111,14 +152,18 @@ def main(argv=None) -> int:
     results = {"rows": args.rows, "epochs": args.epochs, "batch_size": args.batch_size, "train": {}, "infer": {}}
 
     Xtr, ytr = X[: args.rows].reshape(-1, 1, 28, 28), y[: args.rows]
-    bare = bare_loop(Xtr, ytr, args.epochs, args.batch_size, 1e-3, 0)
+    bare = bare_loop(Xtr, ytr, 1 if args.skip_train else args.epochs, args.batch_size, 1e-3, 0)
     bare_steady = float(np.mean(bare[1:] if len(bare) > 1 else bare))
     results["train"]["bare"] = {"samples_per_s": bare, "steady": bare_steady}
     print(f"bare loop (1 process, {torch.get_num_threads()} threads): {bare_steady:,.0f} samples/s "
           f"(epochs: {', '.join(f'{r:,.0f}' for r in bare)})", flush=True)
 
     model = None
-    for backend in args.backends.split(","):
+    if args.skip_train:
+        model = TorchEstimator(model=functools.partial(small_cnn, 10, 1, 16), featuresCol="pixels",
+                               inputShape=[1, 28, 28], backend=args.backends.split(",")[0], numProc=1, epochs=1,
+                               batchSize=args.batch_size, seed=0).fit(train)
+    for backend in ([] if args.skip_train else args.backends.split(",")):
         if backend == "horovod" and not horovod_available():
             print("horovod: not installed, skipped")
             continue
@@ -137,34 +182,48 @@ def main(argv=None) -> int:
             print(f"{backend:<18} numProc={n}: steady {steady:,.0f} samples/s = {steady / bare_steady:.2f}x bare; "
                   f"fit {wall:.1f} s, end-to-end {e2e:,.0f} samples/s = {e2e / bare_steady:.2f}x bare", flush=True)
 
-    # ---- inference
-    if model is not None:
+    # ---- inference: the trained CNN (compute-bound) and an MLP 784-128-10 (per-row overhead-bound)
+    if model is not None and not args.skip_infer:
+        from sparkml_scale.torch import TorchModel
+        from sparkml_scale.torch.models import mlp
+
         infer = full.limit(args.infer_rows).repartition(2).cache()
         infer.count()
-        state = model.state_dict()
-        cache = {}
+        torch.manual_seed(0)
+        mlp_model = TorchModel._create(_state_bytes(mlp(784, [128], 10).state_dict()), [], 10, "none", False, None)
+        mlp_model._set(model=functools.partial(mlp, 784, [128], 10), featuresCol="pixels")
+        # narrow rows: scikit-learn's digits (64 pixels) tiled to --narrow-rows rows, MLP 64-64-10
+        from sklearn.datasets import load_digits
 
-        def one_row(pixels):
-            if "m" not in cache:
-                m = small_cnn(10, 1, 16)
-                m.load_state_dict(state)
-                cache["m"] = m.eval()
-            with torch.no_grad():
-                x = torch.tensor(pixels, dtype=torch.float32).reshape(1, 1, 28, 28)
-                return float(cache["m"](x).argmax(1).item())
-
-        row_udf = F.udf(one_row, T.DoubleType())
-        for name, fn in (("TorchModel.transform", lambda: materialize(model.transform(infer))),
-                         ("row-at-a-time UDF", lambda: materialize(infer.withColumn("prediction", row_udf("pixels"))))):
-            fn()  # warm-up: Python workers, module cache
-            t0 = time.perf_counter()
-            fn()
-            secs = time.perf_counter() - t0
-            results["infer"][name] = {"seconds": secs, "rows_per_s": args.infer_rows / secs}
-            print(f"{name:<22}: {secs:.2f} s, {args.infer_rows / secs:,.0f} rows/s", flush=True)
-        r = results["infer"]
-        print(f"inference ratio: {r['TorchModel.transform']['rows_per_s'] / r['row-at-a-time UDF']['rows_per_s']:.1f}x "
-              "the row-at-a-time UDF")
+        D = load_digits().data.astype(np.float32) / 16.0
+        D = np.tile(D, (args.narrow_rows // len(D) + 1, 1))[: args.narrow_rows]
+        dflat = pa.array(D.ravel(), pa.float32())
+        dpix = pa.ListArray.from_arrays(pa.array(np.arange(0, len(D) * 64 + 1, 64, dtype=np.int32)), dflat)
+        pq.write_table(pa.table({"pixels": dpix}), os.path.join(tmp, "digits.parquet"), row_group_size=50000)
+        narrow = spark.read.parquet(os.path.join(tmp, "digits.parquet")).repartition(2).cache()
+        narrow.count()
+        torch.manual_seed(0)
+        mlp64 = TorchModel._create(_state_bytes(mlp(64, [64], 10).state_dict()), [], 10, "none", False, None)
+        mlp64._set(model=functools.partial(mlp, 64, [64], 10), featuresCol="pixels")
+        cases = [("cnn", model, functools.partial(small_cnn, 10, 1, 16), (1, 1, 28, 28), infer, args.infer_rows),
+                 ("mlp784", mlp_model, functools.partial(mlp, 784, [128], 10), (1, 784), infer, args.infer_rows),
+                 ("mlp64", mlp64, functools.partial(mlp, 64, [64], 10), (1, 64), narrow, args.narrow_rows)]
+        for case, tm, factory, shape, data, nrows in cases:
+            row_udf = F.udf(_row_predictor(factory, tm.state_dict(), shape), T.DoubleType(),
+                            useArrow=args.row_udf_arrow == "true")
+            res = {}
+            for name, fn in (("TorchModel.transform", lambda: materialize(tm.transform(data))),
+                             ("row-at-a-time UDF", lambda: materialize(data.withColumn("prediction", row_udf("pixels"))))):
+                fn()  # warm-up: Python workers, module cache
+                t0 = time.perf_counter()
+                fn()
+                secs = time.perf_counter() - t0
+                res[name] = {"seconds": secs, "rows_per_s": nrows / secs}
+                print(f"{case} {name:<22}: {secs:.2f} s, {nrows / secs:,.0f} rows/s", flush=True)
+            ratio = res["TorchModel.transform"]["rows_per_s"] / res["row-at-a-time UDF"]["rows_per_s"]
+            res["ratio"] = ratio
+            results["infer"][case] = res
+            print(f"{case} inference: {ratio:.1f}x the row-at-a-time UDF", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
