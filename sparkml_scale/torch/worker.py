@@ -202,10 +202,13 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
         if dist == "ddp" and world > 1:
             import torch.distributed as tdist
 
-            # Every pending collective finishes (and its work object, which may hold Python
-            # tensors, is freed by Gloo's thread) before the process group is torn down; without
-            # this, freeing DDP's reducer can deadlock on the GIL at exit (seen on torch 2.13).
+            # Every pending collective finishes, and Gloo's worker threads get the GIL to free
+            # their finished work objects (which may hold Python-owned tensors), before the
+            # process group is torn down.  Without this, freeing DDP's reducer joins a Gloo
+            # thread that waits for the GIL the freeing thread holds: a deadlock at exit (seen
+            # on torch 2.13; a barrier alone was not enough, the threads finish asynchronously).
             tdist.barrier()
+            time.sleep(0.25)
         if rank != 0:
             return None
         stopped = patience > 0 and track["wait"] >= patience
