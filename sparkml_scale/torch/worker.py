@@ -113,7 +113,19 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
             tdist.all_reduce(t)
             return t.cpu().numpy()
 
-        cleanup = tdist.destroy_process_group
+        def cleanup():  # noqa: F811
+            # Every pending collective finishes, and Gloo's worker threads get the GIL to free
+            # their finished work objects (which may hold Python-owned tensors), before the
+            # process group and DDP's reducer are torn down.  Without this, freeing the reducer
+            # joins a Gloo thread that waits for the GIL the freeing thread holds: a deadlock at
+            # exit (seen on torch 2.13; a barrier alone was not enough, the threads finish
+            # asynchronously).  Runs on the error path too (data errors are agreed on by all ranks).
+            try:
+                tdist.barrier()
+            except Exception:  # noqa: BLE001 - a peer already failed: nothing left to wait for
+                pass
+            time.sleep(0.25)
+            tdist.destroy_process_group()
     elif dist == "horovod":
         import horovod.torch as hvd
 
@@ -199,16 +211,6 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
             start_epoch=start_epoch, allreduce_sum=allreduce_sum if world > 1 else None,
             on_epoch_end=on_epoch_end,
         )
-        if dist == "ddp" and world > 1:
-            import torch.distributed as tdist
-
-            # Every pending collective finishes, and Gloo's worker threads get the GIL to free
-            # their finished work objects (which may hold Python-owned tensors), before the
-            # process group is torn down.  Without this, freeing DDP's reducer joins a Gloo
-            # thread that waits for the GIL the freeing thread holds: a deadlock at exit (seen
-            # on torch 2.13; a barrier alone was not enough, the threads finish asynchronously).
-            tdist.barrier()
-            time.sleep(0.25)
         if rank != 0:
             return None
         stopped = patience > 0 and track["wait"] >= patience
