@@ -100,7 +100,7 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
 
     train_model: Any = model
     allreduce_sum: Callable[[np.ndarray], np.ndarray] = lambda v: v  # noqa: E731
-    cleanup: Callable[[], None] = lambda: None  # noqa: E731
+    cleanup: Callable[[bool], None] = lambda agreed: None  # noqa: E731
     if dist == "ddp" and world > 1:
         import torch.distributed as tdist
         from torch.nn.parallel import DistributedDataParallel
@@ -113,18 +113,20 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
             tdist.all_reduce(t)
             return t.cpu().numpy()
 
-        def cleanup():  # noqa: F811
+        def cleanup(agreed: bool):  # noqa: F811
             # Every pending collective finishes, and Gloo's worker threads get the GIL to free
             # their finished work objects (which may hold Python-owned tensors), before the
             # process group and DDP's reducer are torn down.  Without this, freeing the reducer
             # joins a Gloo thread that waits for the GIL the freeing thread holds: a deadlock at
             # exit (seen on torch 2.13; a barrier alone was not enough, the threads finish
-            # asynchronously).  Runs on the error path too (data errors are agreed on by all ranks).
-            try:
-                tdist.barrier()
-            except Exception:  # noqa: BLE001 - a peer already failed: nothing left to wait for
-                pass
-            time.sleep(0.25)
+            # asynchronously).  Also after a data error that all ranks agreed on; not after an
+            # unexpected error on one rank (its peers may sit in another collective).
+            if agreed:
+                try:
+                    tdist.barrier()
+                except Exception:  # noqa: BLE001 - a peer already failed: nothing left to wait for
+                    pass
+                time.sleep(0.25)
             tdist.destroy_process_group()
     elif dist == "horovod":
         import horovod.torch as hvd
@@ -144,7 +146,7 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
         def allreduce_sum(v):  # noqa: F811
             return hvd.allreduce(torch.from_numpy(np.array(v, dtype=np.float64)), op=hvd.Sum, name="metrics").numpy()
 
-        cleanup = hvd.shutdown
+        cleanup = lambda agreed: hvd.shutdown()  # noqa: E731
 
     if resume_state is not None and "optimizer" in resume_state:
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -221,7 +223,8 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
                 "stopped_early": bool(stopped), "best_epoch": track["best_epoch"]}
     finally:
         try:
-            cleanup()
+            exc = sys.exc_info()[1]
+            cleanup(exc is None or isinstance(exc, ShardDataError))
         finally:
             if shard is not None:
                 shard.close()
