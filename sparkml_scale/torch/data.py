@@ -148,6 +148,13 @@ class RankShard:
             mask = None
         return cls(X, y, mask)
 
+    def subset(self, keep: np.ndarray) -> "RankShard":
+        """The same rows (no copy) with only those where ``keep`` is true used for training/validation."""
+        out = RankShard(self.X, self.y, self.val_mask)
+        out.train_idx = np.flatnonzero(~self.val_mask & keep)
+        out.val_idx = np.flatnonzero(self.val_mask & keep)
+        return out
+
     @property
     def num_train(self) -> int:
         return len(self.train_idx)

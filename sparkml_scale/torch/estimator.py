@@ -670,10 +670,9 @@ def _outputs(out: np.ndarray, kind: str) -> List[pa.Array]:
     from ..core.arrow import dense_to_vectors
 
     if kind == "softmax":
-        z = out - out.max(axis=1, keepdims=True) if len(out) else out
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True) if len(out) else 1
-        return [pa.array(out.argmax(axis=1).astype(np.float64) if len(out) else np.zeros(0)), dense_to_vectors(p)]
+        p = np.exp(out - out.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return [pa.array(out.argmax(axis=1).astype(np.float64)), dense_to_vectors(p)]
     if kind == "sigmoid":
         p = 1.0 / (1.0 + np.exp(-out[:, 0]))
         return [pa.array((out[:, 0] > 0).astype(np.float64)), dense_to_vectors(np.column_stack([1 - p, p]))]

@@ -83,7 +83,7 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
         if stride[1] > 1:
             keep = np.zeros(len(shard.y), dtype=bool)
             keep[stride[0]::stride[1]] = True
-            shard = _strided(shard, keep)
+            shard = shard.subset(keep)
     except ShardDataError as exc:
         error = str(exc)
     model = build_module(spec["model"])
@@ -228,16 +228,6 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
         finally:
             if shard is not None:
                 shard.close()
-
-
-def _strided(shard, keep: np.ndarray):
-    from .data import RankShard
-
-    out = RankShard.__new__(RankShard)
-    out.X, out.y, out.val_mask = shard.X, shard.y, shard.val_mask
-    out.train_idx = np.flatnonzero(~shard.val_mask & keep)
-    out.val_idx = np.flatnonzero(shard.val_mask & keep)
-    return out
 
 
 def _checkpoint(directory: str, epoch: int, model, optimizer, history, track) -> None:
