@@ -65,6 +65,7 @@ from ..core.blocks import iter_blocks, make_blocks
 from ..core.mapreduce import tree_aggregate
 from ..core.linear import LinearModelMixin
 from ..core.persistence import ParamsReadWrite
+from ..core.lineage import RecordsLineage
 from ..core.session import vector_arrow_udf
 from ..core.schema import check_new_column, check_numeric_column, check_vector_column
 
@@ -284,7 +285,7 @@ class _LogisticRegressionParams(
             )
 
 
-class LogisticRegression(_LogisticRegressionParams, Estimator, ParamsReadWrite):
+class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, ParamsReadWrite):
     """Binomial logistic regression, a drop-in for ``pyspark.ml.classification.LogisticRegression``.
 
     Params (Spark's names and defaults): ``featuresCol`` ("features", vector

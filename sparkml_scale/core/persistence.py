@@ -14,7 +14,7 @@ Hadoop-compatible filesystem and under Spark Connect.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Type
+from typing import Any, Dict, List, Optional, Type
 
 import numpy as np
 from pyspark.ml.util import (
@@ -74,6 +74,9 @@ class ParamsWriter(DefaultParamsWriter):
         inst = self.instance
         extra = {"sparkmlScaleVersion": __version__}
         extra.update(getattr(inst, "_extra_metadata", lambda: {})())
+        lineage = getattr(inst, "_data_lineage", None)
+        if lineage:
+            extra["dataLineage"] = [dict(r) for r in lineage]
         # Stages whose params may hold Python objects (e.g. a torch module factory) give their
         # JSON form (references, never pickles) through ``_json_param_map``.
         json_params = getattr(inst, "_json_param_map", lambda: None)()
@@ -138,6 +141,11 @@ class ParamsReader(MLReader):
             instance = self.cls()
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)
+        lineage = metadata.get("dataLineage")
+        if lineage:
+            if not isinstance(lineage, list) or not all(isinstance(r, dict) for r in lineage):
+                raise ModelLoadError(f"{path!r}: metadata field 'dataLineage' is not a list of records")
+            instance._data_lineage = [dict(r) for r in lineage]
         return instance
 
 
@@ -163,6 +171,17 @@ class ParamsReadWrite(MLReadable, MLWritable):
 
     def write(self) -> ParamsWriter:
         return ParamsWriter(self)
+
+    @property
+    def dataLineage(self) -> List[Dict[str, Any]]:
+        """Tables this model was fitted on, as read by :func:`sparkml_scale.io.read_table`.
+
+        A list of dicts with keys ``path``, ``format``, ``version`` (Delta version or
+        ``None``), ``timestamp`` (that version's commit time, ISO 8601 UTC), ``engine``
+        and ``as_of``; empty when the training data did not come from ``read_table``.
+        Saved with the model and restored by ``load``.
+        """
+        return [dict(r) for r in getattr(self, "_data_lineage", None) or []]
 
     @classmethod
     def read(cls) -> ParamsReader:

@@ -46,6 +46,7 @@ from pyspark.sql import types as T
 from ..core.arrow import dense_to_vectors, map_valid, vectors_to_block
 from ..core.gram import covariance_apply_pass, gram_pass, moments_pass, probe_vectors
 from ..core.persistence import ModelLoadError, ParamsReadWrite
+from ..core.lineage import RecordsLineage
 from ..core.session import vector_arrow_udf
 from ..core.schema import check_new_column, check_vector_column
 
@@ -123,7 +124,7 @@ class _PCAParams(HasInputCol, HasOutputCol, HasMaxIter, HasSeed, HasTol):
             raise ValueError("param 'outputCol' is not set")
 
 
-class PCA(_PCAParams, Estimator, ParamsReadWrite):
+class PCA(RecordsLineage, _PCAParams, Estimator, ParamsReadWrite):
     """Principal component analysis of a vector column, fitted by map-reduce.
 
     Drop-in for :class:`pyspark.ml.feature.PCA` (params ``k``, ``inputCol``,

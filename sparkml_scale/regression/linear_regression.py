@@ -55,6 +55,7 @@ from ..core.arrow import map_valid, vectors_to_block
 from ..core.gram import gram_pass, probe_vectors
 from ..core.linear import LinearModelMixin
 from ..core.persistence import ParamsReadWrite
+from ..core.lineage import RecordsLineage
 from ..core.session import vector_arrow_udf
 from ..core.schema import check_new_column, check_numeric_column, check_vector_column
 
@@ -106,7 +107,7 @@ class _LinearRegressionParams(
             raise ValueError(f"param 'aggregationDepth' must be >= 1, got {self.getAggregationDepth()}")
 
 
-class LinearRegression(_LinearRegressionParams, Estimator, ParamsReadWrite):
+class LinearRegression(RecordsLineage, _LinearRegressionParams, Estimator, ParamsReadWrite):
     """Least-squares linear regression with optional L2 penalty, fitted from one Gram pass.
 
     A drop-in for :class:`pyspark.ml.regression.LinearRegression` with

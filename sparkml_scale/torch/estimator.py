@@ -39,6 +39,7 @@ from pyspark.sql import types as T
 
 from ..core.allreduce import _conf, task_slots
 from ..core.persistence import ModelLoadError, ParamsReadWrite
+from ..core.lineage import RecordsLineage
 from ..core.schema import check_column, check_new_column, distinct_names
 from .factory import reference_of, resolve
 from .loop import LOSSES
@@ -209,7 +210,7 @@ def _resolve_ref(value, param: str):
     return value
 
 
-class TorchEstimator(_TorchParams, Estimator, ParamsReadWrite):
+class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
     """Train a PyTorch model on a DataFrame with ``numProc`` processes (DDP or Horovod).
 
     Input: ``featuresCol`` (``VectorUDT`` or ``array<numeric>``; each row reshaped to
