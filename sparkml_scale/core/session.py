@@ -71,7 +71,10 @@ def get_session(
     Sets ``PYSPARK_PYTHON``/``PYSPARK_DRIVER_PYTHON`` to ``sys.executable`` when
     unset, so local executors import the same packages as the driver.  An
     already running session (spark-submit, notebooks) is returned as it is,
-    apart from the runtime SQL settings above.
+    apart from the runtime SQL settings above.  A new classic session also gets
+    the jars found in the project's ``jars/`` directory or ``$SPARKML_SCALE_JARS``
+    (:mod:`sparkml_scale.core.jars`; Delta's SQL extension when a Delta jar is
+    among them; under spark-submit pass ``$(sparkml-scale jars)`` instead).
     """
     _set_python_env()
     from pyspark.sql import SparkSession
@@ -95,6 +98,10 @@ def get_session(
     if not remote and not _launched_by_spark():
         # Local mode runs driver and executors in one JVM: 1g (Spark's default) is too small.
         settings.setdefault("spark.driver.memory", os.environ.get("SPARKML_SCALE_DRIVER_MEMORY", "4g"))
+        # Optional jars (Delta Lake) from jars/ or $SPARKML_SCALE_JARS: no --packages download needed.
+        from .jars import jar_conf
+
+        settings.update(jar_conf(base=settings))
     for k, v in settings.items():
         if remote and (not k.startswith("spark.sql") or "fallback" in k):
             continue  # static settings cannot be changed through Connect

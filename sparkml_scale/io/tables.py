@@ -86,7 +86,7 @@ def _has_delta_spark(spark) -> bool:
     except Exception as exc:  # noqa: BLE001 - classic Py4JJavaError/AnalysisException, Connect errors
         text = str(exc)
         missing = ("DATA_SOURCE_NOT_FOUND", "Failed to find the data source", "Failed to find data source",
-                   "ClassNotFoundException", "NoClassDefFoundError")
+                   "ClassNotFoundException", "NoClassDefFoundError", "NoSuchMethodError")
         return not any(m in text for m in missing)
     return True
 
