@@ -78,12 +78,26 @@ def _deltalake():
     return deltalake
 
 
+def _has_foreign_entries(fs, root: str) -> bool:
+    """Anything at ``root`` besides a Delta log and our staging area (a concurrent writer may be
+    creating the table there right now)?"""
+    import pyarrow.fs as pafs
+
+    if not path_has_entries(fs, root):
+        return False
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        return True
+    names = {posixpath.basename(i.path.rstrip("/")) for i in fs.get_file_info(pafs.FileSelector(root))}
+    return bool(names - {STAGING_DIR, "_delta_log"})
+
+
 # ----------------------------------------------------------------------------------- read
 def _open(path: str, storage_options: Optional[Dict[str, str]]):
     dl = _deltalake()
     if not dl.DeltaTable.is_deltatable(path, storage_options=storage_options):
         fs, p = filesystem(path)
-        if path_has_entries(fs, p):
+        if _has_foreign_entries(fs, p):
             raise ValueError(f"path {path!r} is not a Delta table (no _delta_log); read it with format='parquet'")
         raise TableNotFoundError(f"no Delta table at path {path!r}")
     return dl.DeltaTable(path, storage_options=storage_options)
@@ -304,7 +318,7 @@ def write(df: DataFrame, path: str, mode: str, partition_by: Optional[Sequence[s
     dt = None
     if dl.DeltaTable.is_deltatable(path, storage_options=storage_options):
         dt = dl.DeltaTable(path, storage_options=storage_options)
-    elif path_has_entries(fs, root):
+    elif _has_foreign_entries(fs, root):
         raise ValueError(f"path {path!r} exists and is not a Delta table; choose another path or remove it")
     if dt is not None:
         if mode == "error":
