@@ -49,7 +49,7 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.harness import process_tree_cpu  # noqa: E402
+from benchmarks.harness import proc_status_kb, process_tree_cpu  # noqa: E402
 
 HASH_INPUT = ["carrier", "origin", "dest", "month", "day_of_week", "hour", "distance"]
 HASH_CATEGORICAL = ["month", "day_of_week", "hour"]
@@ -90,17 +90,6 @@ def floor_time(X, repeat: int) -> float:
     return best
 
 
-def _status_kb(pid: int, key: str):
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def _reset_hwm(pid: int) -> bool:
     """Reset the peak-RSS mark (VmHWM) of ``pid`` to its current RSS (Linux >= 4.0)."""
     try:
@@ -130,7 +119,7 @@ class PeakRSS:
 
     def __enter__(self):
         self.exact = _reset_hwm(self.pid)
-        self.before = _status_kb(self.pid, "VmRSS")
+        self.before = proc_status_kb(self.pid, "VmRSS")
         if not self.exact and self.pid == os.getpid():  # fall back to the lifetime peak
             import resource
 
@@ -138,7 +127,7 @@ class PeakRSS:
         return self
 
     def __exit__(self, *exc):
-        self.peak = _status_kb(self.pid, "VmHWM")
+        self.peak = proc_status_kb(self.pid, "VmHWM")
         if not self.exact and self.pid == os.getpid():
             import resource
 

@@ -18,7 +18,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["compare", "materialize", "cached", "process_tree_cpu", "proc_table", "proc_comm", "print_header"]
+__all__ = ["compare", "materialize", "cached", "process_tree_cpu", "proc_table", "proc_comm", "proc_status_kb", "descendants", "print_header"]
 
 _HEADER = f"{'benchmark':<32} {'ours best s':>11} {'Spark best s':>12} {'ours med s':>10} {'Spark med s':>11} {'ratio':>7}"
 
@@ -66,6 +66,29 @@ def proc_table():
         stats[pid] = fields
         children.setdefault(int(fields[1]), []).append(pid)
     return stats, children
+
+
+def proc_status_kb(pid: int, key: str) -> Optional[int]:
+    """A kB field of ``/proc/pid/status`` (``"VmRSS"``, ``"VmHWM"``...), or None.  Linux only."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def descendants(root: int) -> List[int]:
+    """Pids of every descendant process of ``root`` (from :func:`proc_table`)."""
+    _, children = proc_table()
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def proc_comm(pid: int) -> Optional[str]:

@@ -24,43 +24,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.harness import descendants, proc_comm, proc_status_kb  # noqa: E402
+
 
 def _status_kb(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _descendants(root: int):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        for c in children.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
+    return proc_status_kb(pid, key) or 0
 
 
 class MemoryWatch:
@@ -71,7 +39,7 @@ class MemoryWatch:
         self.me = os.getpid()
 
     def _jvms(self):
-        return [p for p in _descendants(self.me) if _comm(p) == "java"]
+        return [p for p in descendants(self.me) if (proc_comm(p) or "") == "java"]
 
     def __enter__(self):
         for pid in [self.me] + self._jvms():
@@ -90,7 +58,7 @@ class MemoryWatch:
     def _run(self):
         while not self._stop.is_set():
             jvms = set(self._jvms())
-            workers = [p for p in _descendants(self.me) if p not in jvms and _comm(p).startswith("python")]
+            workers = [p for p in descendants(self.me) if p not in jvms and (proc_comm(p) or "").startswith("python")]
             self.workers_peak_kb = max(self.workers_peak_kb, sum(_status_kb(p, "VmRSS") for p in workers))
             self._stop.wait(self.interval)
 

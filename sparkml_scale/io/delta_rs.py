@@ -198,22 +198,29 @@ def _scan(spark, root: str, adds, schema: T.StructType, parts: List[str]) -> Dat
     return out
 
 
+def _dir_partition_values(rel: str) -> Optional[List[Tuple[str, Optional[str]]]]:
+    """``[(column, value)]`` of the ``col=value/`` directories of a relative file path (Spark/Hive
+    escaping undone, ``__HIVE_DEFAULT_PARTITION__`` = null); None if a directory is not ``k=v``."""
+    out = []
+    for d in rel.split("/")[:-1]:
+        k, sep, raw = d.partition("=")
+        if not sep:
+            return None
+        v = unquote(raw)
+        out.append((k, None if v == HIVE_NULL else v))
+    return out
+
+
 def _hive_layout(rel_paths: Sequence[str], parts: Sequence[str], rows) -> bool:
     """True when every file sits at ``c1=v1/.../cn=vn/name`` with the log's values (and only
     string/integer/boolean/date partitions, which Spark parses back exactly)."""
     for rel, row in zip(rel_paths, rows):
         if "://" in rel:
             return False
-        dirs = rel.split("/")[:-1]
-        if len(dirs) != len(parts):
+        found = _dir_partition_values(rel)
+        expected = [(c, None if v is None else str(v)) for c, v in zip(parts, row)]
+        if found != expected:
             return False
-        for d, c, v in zip(dirs, parts, row):
-            k, sep, raw = d.partition("=")
-            if not sep or k != c:
-                return False
-            got = unquote(raw)
-            if (v is None) != (got == HIVE_NULL) or (v is not None and got != str(v)):
-                return False
     return True
 
 
@@ -249,11 +256,7 @@ def _place_files(fs, root: str, staging: str, parts: List[str], moved: List[str]
         name = posixpath.basename(rel)
         if not name.endswith(".parquet") or name.startswith((".", "_")):
             continue
-        values: Dict[str, Optional[str]] = {}
-        for d in rel.split("/")[:-1]:
-            k, _, raw = d.partition("=")
-            v = unquote(raw)
-            values[k] = None if v == HIVE_NULL else v
+        values = dict(_dir_partition_values(rel) or [])
         if sorted(values) != sorted(parts):
             raise TableWriteError(f"unexpected staged file layout {rel!r} (partition columns {parts})")
         dest = posixpath.join(root, rel)
