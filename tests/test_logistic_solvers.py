@@ -102,6 +102,7 @@ def test_solvers_agree_binomial_weighted(spark, cancer_df):
     assert auto.summary.solverUsed == "allreduce"
 
 
+@pytest.mark.slow  # 22 s; the binomial agreement test and the conformance cases cover both solvers by default
 def test_solvers_agree_multinomial_elastic_net_and_sparse(spark, iris_df):
     kw = dict(regParam=0.01, elasticNetParam=0.5, weightCol="w", tol=1e-10, maxIter=500)
     mr = LogisticRegression(solver="mapreduce", **kw).fit(iris_df)

@@ -126,7 +126,7 @@ def fmnist(spark, tmp_path_factory):
     return out["train"], out["test"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["torch_distributor", pytest.param("horovod", marks=pytest.mark.slow)])
 def test_small_cnn_on_fashion_mnist_reaches_085(fmnist, backend):
     train, test = fmnist
     est = TorchEstimator(model=functools.partial(small_cnn, 10, 1, 16), featuresCol="pixels", inputShape=[1, 28, 28],
@@ -136,6 +136,7 @@ def test_small_cnn_on_fashion_mnist_reaches_085(fmnist, backend):
     assert acc >= 0.85, (backend, acc, model.history)
 
 
+@pytest.mark.slow  # 18 s; crash-then-resume is checked by tests/test_faults.py
 def test_resume_continues_the_epoch_count_and_matches_an_uninterrupted_run(digits, tmp_path):
     train, _ = digits
     backend = "horovod" if horovod_available() else "torch_distributor"

@@ -33,9 +33,11 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
+from .faults import maybe_fail
 from .mapreduce import decode_arrays, encode_arrays
 
-__all__ = ["run_barrier", "task_slots", "python_memory_per_task", "Communicator"]
+__all__ = ["run_barrier", "after_barrier", "task_error", "DistributedTaskError", "task_slots", "python_memory_per_task",
+           "Communicator"]
 
 _RESULT_ARROW = pa.schema([("rank", pa.int64()), ("payload", pa.binary())])
 RESULT_SCHEMA = "rank long, payload binary"
@@ -191,6 +193,47 @@ class Communicator:
         self._store = None
 
 
+def after_barrier(df):
+    """``df`` (the output of a barrier ``mapInArrow``) followed by a one-partition shuffle.
+
+    Spark re-runs a failed barrier *shuffle-map* stage as a whole, but aborts the job when
+    a barrier *result* stage fails ("Could not recover from a failed barrier ResultStage"):
+    the shuffle makes the barrier stage a shuffle-map stage, so a task failure (a lost or
+    restarted worker) costs one more attempt of the stage instead of the whole fit.  The
+    shuffled rows are the ranks' small results."""
+    return df.repartition(1)
+
+
+_PY_ERROR = re.compile(r"^\s*(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Fault|Interrupt))\s*:\s*(.+)$")
+
+
+def task_error(exc: BaseException, what: str) -> Exception:
+    """A clear exception for a Spark job that failed in a Python task: the task's own error
+    line (its exception type and message) without the JVM trace.  ``ValueError`` and
+    ``TypeError`` keep their type (bad data or params found in a task); anything else
+    becomes :class:`DistributedTaskError`."""
+    text = str(exc)
+    found = None
+    for line in text.splitlines():
+        if line.startswith("\tat ") or "SQLSTATE" in line or "Py4J" in line:
+            continue
+        m = _PY_ERROR.match(line)
+        if m and m.group(1) not in ("PythonException", "SparkException", "Py4JJavaError"):
+            found = m
+    if found is None:
+        summary = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(
+            ("An error occurred", "Traceback", "JVM stacktrace", "\tat "))), type(exc).__name__)
+        return DistributedTaskError(f"{what} failed: {summary[:500]}")
+    kind, msg = found.group(1), found.group(2).strip()
+    if kind in ("ValueError", "TypeError"):
+        return (ValueError if kind == "ValueError" else TypeError)(msg)
+    return DistributedTaskError(f"{what} failed after Spark's retries: {kind}: {msg[:500]}")
+
+
+class DistributedTaskError(RuntimeError):
+    """A Spark task of a fit or transform failed (every retry): the task's error, without the JVM trace."""
+
+
 def run_barrier(df, num_tasks: int, task_fn: Callable[[Iterator[pa.RecordBatch], Communicator], Optional[Sequence[np.ndarray]]],
                 num_partitions: Optional[int] = None, backend: str = "auto") -> List[Optional[List[np.ndarray]]]:
     """Run ``task_fn(batches, comm)`` in ``num_tasks`` barrier tasks over ``df``; return
@@ -200,6 +243,10 @@ def run_barrier(df, num_tasks: int, task_fn: Callable[[Iterator[pa.RecordBatch],
     partition count) already equals it.  ``task_fn`` runs on the executors (it must
     be picklable), receives its partition's Arrow batches and a :class:`Communicator`,
     and every rank must make the same sequence of ``comm.allreduce`` calls.
+
+    A failed task fails the attempt of the whole stage, and Spark runs the stage again
+    (up to ``spark.stage.maxConsecutiveAttempts``, 4 by default; see :func:`after_barrier`);
+    when no attempt succeeds the task's Python error is raised (see :func:`task_error`).
     ``backend``: "auto" (gloo when torch is importable on every task, else spark),
     "gloo" or "spark".  Exceptions in a task fail the whole stage (Spark cancels the
     other tasks) and reach the caller as Spark's exception.
@@ -214,6 +261,7 @@ def run_barrier(df, num_tasks: int, task_fn: Callable[[Iterator[pa.RecordBatch],
     def runner(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
 
+        maybe_fail("allreduce.task")
         ctx = BarrierTaskContext.get()
         rank = ctx.partitionId()
         world = len(ctx.getTaskInfos())
@@ -227,7 +275,10 @@ def run_barrier(df, num_tasks: int, task_fn: Callable[[Iterator[pa.RecordBatch],
         yield pa.RecordBatch.from_arrays([pa.array([rank], pa.int64()), pa.array([payload], pa.binary())],
                                          schema=_RESULT_ARROW)
 
-    rows = df.mapInArrow(runner, RESULT_SCHEMA, barrier=True).collect()
+    try:
+        rows = after_barrier(df.mapInArrow(runner, RESULT_SCHEMA, barrier=True)).collect()
+    except Exception as exc:  # noqa: BLE001 - Spark's error (with a JVM trace) becomes one clear line
+        raise task_error(exc, "barrier stage") from None
     out: List[Optional[List[np.ndarray]]] = [None] * len(rows)
     for r in rows:
         out[r["rank"]] = decode_arrays(r["payload"]) if r["payload"] else None

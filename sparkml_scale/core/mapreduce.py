@@ -21,6 +21,8 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import pyarrow as pa
 
+from .faults import maybe_fail
+
 __all__ = ["encode_arrays", "decode_arrays", "tree_aggregate", "reduce_partials", "PARTIAL_SCHEMA"]
 
 PARTIAL_SCHEMA = "pid long, payload binary"
@@ -123,6 +125,7 @@ def tree_aggregate(
     """
 
     def mapper(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        maybe_fail("mapreduce.map")
         res = partial_fn(batches)
         yield _one_row(_partition_id(), encode_arrays(res) if res is not None else b"")
 
@@ -132,7 +135,7 @@ def tree_aggregate(
         # partial rows once, count them, then reduce with a tree planned for that count.
         partials = partials.persist()
         try:
-            num_partitions = partials.count()
+            num_partitions = _run(partials.count)
             return reduce_partials(partials, depth, num_partitions)[0], num_partitions
         finally:
             partials.unpersist()
@@ -152,8 +155,19 @@ def reduce_partials(partials, depth: int = 2, num_partitions: Optional[int] = No
             partials = partials.withColumn("pid", F.col("pid") % F.lit(cur)).groupBy("pid").applyInArrow(
                 _combine_group, PARTIAL_SCHEMA
             )
-    rows = partials.collect()
+    rows = _run(partials.collect)
     return _sum_partials(r["payload"] for r in rows), len(rows)
+
+
+def _run(action):
+    """Run a Spark action; a failed task (after Spark's retries) raises its own Python error
+    line (``sparkml_scale.core.allreduce.task_error``), not a Py4J/JVM trace."""
+    try:
+        return action()
+    except Exception as exc:  # noqa: BLE001
+        from .allreduce import task_error
+
+        raise task_error(exc, "Spark job") from None
 
 
 def _combine_group(table: pa.Table) -> pa.Table:

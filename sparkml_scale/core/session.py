@@ -1,6 +1,7 @@
 """SparkSession defaults for local use and spark-submit."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Dict, Optional
@@ -135,8 +136,14 @@ def vector_arrow_udf(spark, fn, return_type):
     ``VectorUDT`` columns, after :func:`ensure_vector_udf_support` on ``spark``."""
     from pyspark.sql.functions import arrow_udf
 
+    from .faults import maybe_fail
+
+    def batch_fn(*cols):
+        maybe_fail("transform.batch")
+        return fn(*cols)
+
     ensure_vector_udf_support(spark)
-    return arrow_udf(fn, return_type)
+    return arrow_udf(functools.wraps(fn)(batch_fn), return_type)
 
 
 def _launched_by_spark() -> bool:

@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pyarrow as pa
 
-from ..core.allreduce import task_slots
+from ..core.allreduce import after_barrier, task_error, task_slots
 from .worker import ERROR_TAG
 
 __all__ = ["horovod_available", "launch", "TrainingError", "check_slots"]
@@ -86,8 +86,15 @@ def _training_error(exc: BaseException) -> Exception:
             if kind in ("ValueError", "ShardDataError", "TypeError"):
                 return (TypeError if kind == "TypeError" else ValueError)(rest)
             return TrainingError(msg)
-    tail = "\n".join(text.splitlines()[-20:])
-    return TrainingError(f"distributed training failed: {type(exc).__name__}: {tail}")
+    err = task_error(exc, "distributed training")
+    if isinstance(err, (ValueError, TypeError)):
+        return err
+    msg = str(err)
+    if "TorchDistributor failed" in text:
+        msg += (f" (the training processes' own errors are in the executors' stdout logs, on lines starting "
+                f"with {ERROR_TAG!r}; Spark does not retry TorchDistributor's barrier stage: backend='horovod' "
+                "is retried as a whole)")
+    return TrainingError(msg)
 
 
 def launch(df, spec: Dict[str, Any], num_proc: int, backend: str, use_gpu: bool) -> Dict[str, Any]:
@@ -140,7 +147,21 @@ def _launch_torch_distributor(df, spec, num_proc, use_gpu):
     distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=use_gpu)
     if not hasattr(distributor, "_train_on_dataframe"):  # pragma: no cover - pyspark < 3.5
         raise TrainingError("backend 'torch_distributor' needs pyspark >= 3.5 (TorchDistributor on DataFrames)")
-    out = distributor._train_on_dataframe(_td_entry, df, cloudpickle.dumps(spec))
+    empty = ValueError(f"column {spec['featuresCol']!r} (param 'featuresCol'): the DataFrame is empty or has "
+                       f"fewer rows than param 'numProc' ({num_proc}); every training process needs rows")
+    try:
+        out = distributor._train_on_dataframe(_td_entry, df, cloudpickle.dumps(spec))
+    except EOFError:
+        # No barrier task ran, so no result came back to unpickle: no partition (e.g. df.limit(0)).
+        raise empty from None
+    except Exception as exc:  # noqa: BLE001
+        # TorchDistributor refuses an empty partition ("Empty Spark partition is not allowed",
+        # hidden by a KeyError in its cleanup); launch() repartitioned to numProc, so there are
+        # fewer rows than processes.
+        text = str(exc)
+        if "Empty Spark partition" in text or "KeyError: 'SPARK_PARTITION_ARROW_DATA_FILE'" in text:
+            raise empty from None
+        raise
     if out is None:
         raise TrainingError("TorchDistributor returned no result from rank 0")
     if "error" in out:
@@ -215,7 +236,9 @@ def _horovod_task(spec_bytes: bytes):
                 server.init(plan)
             counts = ctx.allGather(f"{port}:{rows}")
             if any(int(c.split(":")[1]) == 0 for c in counts):
-                raise ValueError("a partition of the training data is empty (fewer rows than param 'numProc'?)")
+                # tagged: the driver shows it as a plain ValueError (see _training_error)
+                raise ValueError(f"{ERROR_TAG} ValueError: a partition of the training data is empty: the DataFrame "
+                                 "is empty or has fewer rows than param 'numProc'")
             port = int(counts[0].split(":")[0])
             from horovod.runner.gloo_run import create_slot_env_vars
 
@@ -266,8 +289,10 @@ def _launch_horovod(df, spec, num_proc):
     if not horovod_available():
         raise ValueError("param 'backend' is 'horovod' but horovod.torch (with Gloo) does not import here; "
                          "run scripts/install_horovod.sh or use backend='torch_distributor'")
-    rows = df.mapInArrow(_horovod_task(cloudpickle.dumps(spec)), "seq long, chunk binary", barrier=True).collect()
-    if not rows:
-        raise TrainingError("Horovod returned no result from rank 0")
+    # after_barrier: a failed rank fails this attempt, and Spark runs the whole barrier stage again.
+    rows = after_barrier(df.mapInArrow(_horovod_task(cloudpickle.dumps(spec)), "seq long, chunk binary",
+                                       barrier=True)).collect()
+    if not rows:  # rank 0 returns its result or fails: no row means no task ran (no partition)
+        raise ValueError(f"column {spec['featuresCol']!r} (param 'featuresCol'): the DataFrame is empty")
     payload = b"".join(r["chunk"] for r in sorted(rows, key=lambda r: r["seq"]))
     return load_checkpoint_bytes(payload)

@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..core.faults import maybe_fail
+
 __all__ = ["run_rank", "ERROR_TAG", "load_checkpoint_bytes", "CHECKPOINT_PREFIX"]
 
 ERROR_TAG = "[sparkml_scale error]"
@@ -203,6 +205,7 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
                 _log(rank, "epoch " + json.dumps({k: round(v, 6) for k, v in metrics.items()}))
                 if ckpt_dir:
                     _checkpoint(ckpt_dir, epoch, model, optimizer, previous + done, track)
+                maybe_fail("torch.epoch_end")
             return stop
 
         val = (lambda: shard.val_batches(max(local_batch, 256))) if have_val else None
