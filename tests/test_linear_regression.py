@@ -63,6 +63,7 @@ GRID = [
 ]
 
 
+@pytest.mark.slow  # 21 s; parity with MLlib stays checked by test_sparse_input_and_predictions_match_mllib
 @pytest.mark.skipif(CONNECT, reason="MLlib reference fits run in the classic session")
 def test_matches_mllib_normal_solver(diabetes_df):
     from pyspark.ml.regression import LinearRegression as MLlibLinear
@@ -169,6 +170,7 @@ def test_pipeline_pca_then_regression_save_load(spark, diabetes_df, tmp_path):
 
 @pytest.mark.connect
 def test_bad_input(spark, diabetes_df):
+    """Param and schema checks and a few data checks; the catalogue is tests/test_bad_input.py."""
     with pytest.raises(ValueError, match="'regParam'"):
         LinearRegression(regParam=-1.0).fit(diabetes_df)
     with pytest.raises(ValueError, match="'solver'"):
@@ -180,18 +182,7 @@ def test_bad_input(spark, diabetes_df):
     strs = diabetes_df.selectExpr("features", "CAST(label AS STRING) AS label")
     with pytest.raises(TypeError, match="'label'.*numeric"):
         LinearRegression().fit(strs)
-    null_label = diabetes_df.selectExpr("features", "IF(id = 3, NULL, label) AS label")
-    with pytest.raises(ValueError, match="'label'.*1 null"):
-        LinearRegression().fit(null_label)
-    neg = diabetes_df.selectExpr("features", "label", "IF(id = 3, -1.0, w) AS w")
-    with pytest.raises(ValueError, match="'w'.*negative"):
-        LinearRegression(weightCol="w").fit(neg)
-    nan = spark.createDataFrame([(0, Vectors.dense([1.0, float("inf")]), 1.0, 1.0),
-                                 (1, Vectors.dense([0.0, 1.0]), 2.0, 1.0)], SCHEMA)
-    with pytest.raises(ValueError, match="'features'.*infinite"):
-        LinearRegression().fit(nan)
-    with pytest.raises(ValueError, match="'features'.*empty"):
-        LinearRegression().fit(spark.createDataFrame([], SCHEMA))
+    # null/NaN labels, negative weights, inf features, empty data: tests/test_bad_input.py
     mixed = spark.createDataFrame([(0, Vectors.dense([1.0]), 1.0, 1.0), (1, Vectors.dense([0.0, 1.0]), 2.0, 1.0)],
                                   SCHEMA).coalesce(1)
     with pytest.raises(VectorColumnError, match="'features'.*different sizes"):

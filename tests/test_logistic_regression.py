@@ -181,9 +181,7 @@ def test_pipeline_save_load(spark, cancer, tmp_path):
         (lambda df: df.withColumnRenamed("features", "f"), ValueError, ["features", "featuresCol"]),
         (lambda df: df.selectExpr("'a' AS features", "label"), TypeError, ["features", "vector"]),
         (lambda df: df.selectExpr("features", "CAST(label AS STRING) AS label"), TypeError, ["label"]),
-        (lambda df: df.selectExpr("features", "label - 0.5 AS label"), ValueError, ["label", "class indices"]),
-        (lambda df: df.selectExpr("features", "0.0 AS label"), ValueError, ["label", "two classes"]),
-        (lambda df: df.limit(0), ValueError, ["empty"]),
+        # fractional labels, one class, empty data: tests/test_bad_input.py
     ],
 )
 def test_bad_input(spark, cancer_small, mutate, exc, words):
@@ -201,37 +199,21 @@ def cancer_small(spark, cancer):
 
 @pytest.mark.connect
 def test_bad_values(spark):
-    nan_df = spark.createDataFrame(
-        [(Vectors.dense([1.0, float("nan")]), 1.0), (Vectors.dense([0.0, 1.0]), 0.0)], ["features", "label"]
-    )
-    with pytest.raises(ValueError, match="features.*NaN"):
-        LogisticRegression().fit(nan_df)
-    null_df = spark.createDataFrame(
-        [(Vectors.dense([1.0, 2.0]), 1.0), (None, 0.0)],
-        T.StructType([T.StructField("features", VectorUDT()), T.StructField("label", T.DoubleType())]),
-    )
-    with pytest.raises(ValueError, match="features.*null"):
-        LogisticRegression().fit(null_df)
+    # NaN features, null vectors, negative weights, label 2 with family="binomial": tests/test_bad_input.py
     mixed = spark.createDataFrame(
         [(Vectors.dense([1.0, 2.0]), 1.0), (Vectors.dense([1.0, 2.0, 3.0]), 0.0)], ["features", "label"]
     ).coalesce(1)
     with pytest.raises(ValueError, match="features.*sizes"):
         LogisticRegression().fit(mixed)
-    neg_w = spark.createDataFrame(
+    small = spark.createDataFrame(
         [(Vectors.dense([1.0]), 1.0, -1.0), (Vectors.dense([0.0]), 0.0, 1.0)], ["features", "label", "w"]
     )
-    with pytest.raises(ValueError, match="w.*weightCol"):
-        LogisticRegression(weightCol="w").fit(neg_w)
-    three = spark.createDataFrame(
-        [(Vectors.dense([1.0]), 1.0), (Vectors.dense([0.0]), 0.0), (Vectors.dense([2.0]), 2.0)], ["features", "label"]
-    )
-    with pytest.raises(ValueError, match="label.*0 and 1"):
-        LogisticRegression(family="binomial").fit(three)
     for bad in (dict(regParam=-1.0), dict(elasticNetParam=2.0), dict(maxIter=-1), dict(family="poisson")):
         with pytest.raises(ValueError, match=list(bad)[0]):
-            LogisticRegression(**bad).fit(neg_w)
+            LogisticRegression(**bad).fit(small)
 
 
+@pytest.mark.slow  # every stage's CrossValidator use is checked by tests/test_conformance.py
 @pytest.mark.skipif(CONNECT, reason="CrossValidator with Python-only stages is checked in the classic session")
 def test_cross_validator(spark, cancer):
     from pyspark.ml.evaluation import BinaryClassificationEvaluator

@@ -60,7 +60,7 @@ from pyspark.sql import types as T
 import scipy.sparse as sp
 
 from ..core.allreduce import python_memory_per_task, run_barrier, task_slots
-from ..core.arrow import dense_to_vectors, map_valid, vectors_to_block
+from ..core.arrow import VectorColumnError, dense_to_vectors, map_valid, vectors_to_block
 from ..core.blocks import iter_blocks, make_blocks
 from ..core.mapreduce import tree_aggregate
 from ..core.linear import LinearModelMixin
@@ -302,8 +302,11 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
     Raises
     ------
     ValueError
-        missing columns, empty input, null feature vectors, labels other than
-        0/1, NaN/inf features, negative/NaN weights, a single class, params
+        missing columns, empty input, null feature vectors or vectors of
+        different sizes (``VectorColumnError``, a ``ValueError`` subclass; also
+        when the sizes differ between partitions), null/NaN/inf labels, labels
+        other than 0/1 (``family="binomial"``) or than class indices 0..999,
+        NaN/inf features, negative/NaN/null weights, a single class, params
         out of range -- each naming the column or param.
     TypeError
         a column of the wrong type (e.g. a string ``featuresCol``).
@@ -954,7 +957,7 @@ def _sigmoid(m: np.ndarray) -> np.ndarray:
 def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str], family: str = "binomial",
                  need_two_classes: bool = True) -> None:
     if stats.null_vectors:
-        raise ValueError(f"column {fcol!r} (featuresCol) holds {stats.null_vectors} null vector(s)")
+        raise VectorColumnError(f"column {fcol!r} (featuresCol) holds {stats.null_vectors} null vector(s)")
     if stats.count == 0:
         raise ValueError("the input DataFrame is empty: LogisticRegression needs at least one row")
     if stats.nonfinite_features:

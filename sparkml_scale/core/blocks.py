@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from .faults import maybe_fail
 from .arrow import Block, VectorColumnError, lists_to_dense, numeric_to_numpy, vectors_to_block
 from .gram import probe_vectors, vector_input
 from .mapreduce import _partition_id, decode_arrays, encode_arrays, reduce_partials
@@ -142,13 +143,15 @@ def make_blocks(
     """Convert and cache ``df``'s training columns; compute their statistics in the same pass.
 
     Labels are checked to be integers in ``[0, num_label_slots)`` when
-    ``check_labels``.  The first vector error (mixed sizes) is raised here as
+    ``check_labels``.  The first vector error (a size other than the first row's) is raised here as
     ``VectorColumnError``; other problems are counted in the statistics for the
     caller to report.  Call ``unpersist()`` on the result when done.
     """
     from pyspark.sql import functions as F
 
-    dense = probe_vectors(df, features_col)[0]
+    # The first vector's size is every partition's reference: sizes that differ between
+    # partitions (not only inside one) are reported as a VectorColumnError.
+    dense, d, _ = probe_vectors(df, features_col)
     # vector_to_array fails on null vectors: nulls stay nulls (counted in the mapper).
     feat = vector_input(features_col, dense)
     cols = [feat]
@@ -160,7 +163,8 @@ def make_blocks(
     weight_idx = len(cols) - 1  # plain int: the closure must not capture Column objects
 
     def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        size = None
+        maybe_fail("blocks.build")
+        size = d
         s1 = s2 = None
         meta = np.zeros(8)
         counts = np.zeros(K)

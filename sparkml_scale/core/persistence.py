@@ -106,7 +106,14 @@ def _path_exists(spark, path: str) -> bool:
 
 
 class ParamsReader(MLReader):
-    """Loads what :class:`ParamsWriter` wrote, checking class and version first."""
+    """Loads what :class:`ParamsWriter` wrote, checking class and version first.
+
+    ``load`` raises :class:`ModelLoadError` (a ``ValueError``) naming the path for a missing
+    or empty directory, unreadable or non-JSON metadata, a stage of another class (another
+    sparkml_scale stage or a Spark MLlib one), a stage saved by a newer sparkml_scale
+    version, metadata with missing fields, unknown params or param values of the wrong type,
+    and model data that is missing, truncated or whose arrays do not match their shape.
+    """
 
     def __init__(self, cls: Type):
         super().__init__()
@@ -128,6 +135,11 @@ class ParamsReader(MLReader):
         saved_version = metadata.get("sparkmlScaleVersion")
         if saved_version is None:
             raise ModelLoadError(f"{path!r} was not written by sparkml_scale (no version in metadata)")
+        if not isinstance(saved_version, str):
+            raise ModelLoadError(f"{path!r}: metadata field 'sparkmlScaleVersion' is not a version string: "
+                                 f"{saved_version!r:.80}")
+        if not isinstance(metadata.get("uid"), str):
+            raise ModelLoadError(f"{path!r}: metadata field 'uid' is missing or not a string")
         if _version_tuple(saved_version)[:2] > _version_tuple(__version__)[:2]:
             raise ModelLoadError(
                 f"{path!r} was saved by sparkml_scale {saved_version}, newer than the installed "
@@ -140,13 +152,38 @@ class ParamsReader(MLReader):
         else:
             instance = self.cls()
         instance._resetUid(metadata["uid"])
-        DefaultParamsReader.getAndSetParams(instance, metadata)
+        _set_params(instance, metadata, path)
         lineage = metadata.get("dataLineage")
         if lineage:
             if not isinstance(lineage, list) or not all(isinstance(r, dict) for r in lineage):
                 raise ModelLoadError(f"{path!r}: metadata field 'dataLineage' is not a list of records")
             instance._data_lineage = [dict(r) for r in lineage]
         return instance
+
+
+def _set_params(instance, metadata: Dict[str, Any], path: str) -> None:
+    """``DefaultParamsReader.getAndSetParams``, raising ``ModelLoadError`` naming the param for an
+    unknown param name or a value its type converter rejects."""
+    for section, setter in (("paramMap", instance.set), ("defaultParamMap", None)):
+        params = metadata.get(section, {})
+        if not isinstance(params, dict):
+            raise ModelLoadError(f"{path!r}: metadata field {section!r} is not a JSON object")
+        for name, value in params.items():
+            if not instance.hasParam(name):
+                raise ModelLoadError(
+                    f"{path!r}: metadata field {section!r} names param {name!r}, which "
+                    f"{type(instance).__name__} does not have"
+                )
+            try:
+                if setter is not None:
+                    setter(instance.getParam(name), value)
+                else:
+                    instance._setDefault(**{name: value})
+            except (TypeError, ValueError) as exc:
+                raise ModelLoadError(
+                    f"{path!r}: param {name!r} in metadata field {section!r} has a bad value {value!r:.80} "
+                    f"({str(exc)[:200]})"
+                ) from None
 
 
 def _read_arrays(spark, path: str) -> Dict[str, np.ndarray]:
@@ -156,7 +193,8 @@ def _read_arrays(spark, path: str) -> Dict[str, np.ndarray]:
         raise ModelLoadError(f"cannot read model data at {path!r} ({type(exc).__name__})") from None
     out: Dict[str, np.ndarray] = {}
     for r in rows:
-        if r["dtype"] not in _DTYPES or r["shape"] is None or r["data"] is None:
+        if (r["dtype"] not in _DTYPES or r["shape"] is None or r["data"] is None
+                or any(s is None or s < 0 for s in r["shape"])):
             raise ModelLoadError(f"model data at {path!r} is corrupted (array {r['name']!r})")
         dt = np.dtype(r["dtype"]).newbyteorder("<")
         shape = tuple(int(s) for s in r["shape"])

@@ -48,6 +48,7 @@ _DECCAT = "deccat"  # decimal categorical: "col=<java.math.BigDecimal.toString()
 _ARR = "arr"  # array<string>: one "col=<element>" per non-null element
 
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+_MAX_NUM_FEATURES = 2**31 - 1  # Spark vector sizes and indices are Java ints
 _CACHE_LIMIT = 1 << 16  # distinct values remembered per column and worker process
 
 
@@ -426,7 +427,7 @@ class FeatureHasher(Transformer, HasInputCols, HasOutputCol, HasNumFeatures, Par
     Raises (from :meth:`transformSchema`/:meth:`transform`, before any Spark job):
 
     - ``ValueError`` if ``inputCols`` is empty or unset, names a missing column,
-      if ``outputCol`` already exists, or if ``numFeatures`` < 1;
+      if ``outputCol`` already exists, or if ``numFeatures`` is not in ``[1, 2**31 - 1]``;
     - ``TypeError`` naming the column if an input column is not numeric,
       string, boolean or ``array<string>``.
 
@@ -504,8 +505,9 @@ class FeatureHasher(Transformer, HasInputCols, HasOutputCol, HasNumFeatures, Par
         if not cols:
             raise ValueError("param 'inputCols' is empty or unset: set it to the columns to hash")
         n = self.getNumFeatures()
-        if n < 1:
-            raise ValueError(f"param 'numFeatures' must be >= 1, got {n}")
+        if not 1 <= n <= _MAX_NUM_FEATURES:
+            raise ValueError(f"param 'numFeatures' must be in [1, {_MAX_NUM_FEATURES}] (a vector size is a "
+                             f"32-bit int, as Spark's), got {n}")
         out = self.getOutputCol()
         if not out:
             raise ValueError("param 'outputCol' is empty: set it to a new column name")

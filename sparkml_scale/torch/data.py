@@ -119,6 +119,9 @@ class RankShard:
                 if batch.num_rows == 0:
                     continue
                 X = features_to_float32(batch.column(names.index(features_col)), features_col, input_shape)
+                if not np.isfinite(X).all():
+                    raise ShardDataError(f"column {features_col!r} (param 'featuresCol') holds "
+                                         f"{int((~np.isfinite(X)).sum())} NaN or infinite value(s)")
                 if row_shape is None:
                     row_shape = X.shape[1:]
                 elif X.shape[1:] != row_shape:

@@ -38,6 +38,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from ..core.allreduce import _conf, task_slots
+from ..core.faults import maybe_fail
 from ..core.persistence import ModelLoadError, ParamsReadWrite
 from ..core.lineage import RecordsLineage
 from ..core.schema import check_column, check_new_column, distinct_names
@@ -231,8 +232,9 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
     ``frozenLayers``: parameter-name prefixes left untrained (transfer learning).
 
     Raises ``ValueError``/``TypeError`` naming the param or column for bad params,
-    missing or mistyped columns, labels that do not fit the loss (found on the
-    executors, reported before training starts), and
+    missing or mistyped columns, an empty DataFrame, null or NaN/inf labels, NaN/inf or null
+    features, labels that do not fit the loss (found on the executors, reported before
+    training starts), and
     :class:`sparkml_scale.torch.launch.TrainingError` when a training process fails.
     """
 
@@ -646,6 +648,7 @@ def _predict_fn(model_spec, state: bytes, kind: str, col: str, col_index: int, i
             torch.set_num_threads(threads)
         module, device = _cached_module(model_spec, state, key, use_gpu)
         for b in batches:
+            maybe_fail("transform.batch")
             feats = b.column(col_index)
             valid = feats.is_valid().to_numpy(zero_copy_only=False) if feats.null_count else None
             X = features_to_float32(feats.filter(feats.is_valid()) if valid is not None else feats, col, input_shape)
