@@ -106,10 +106,10 @@ def main(out_path: str) -> None:
              lambda: vectors(lin_model.transform(digits), "prediction"))
 
     def lr(solver):
-        m = LogisticRegression(solver=solver, maxIter=8, regParam=0.01).fit(cancer)
+        m = LogisticRegression(solver=solver, maxIter=4, regParam=0.01).fit(cancer)
         return np.append(m.coefficients.toArray(), m.intercept)
 
-    scenario("LogisticRegression-mapreduce.fit (an iteration's task)", "mapreduce.map", "4", lambda: lr("mapreduce"))
+    scenario("LogisticRegression-mapreduce.fit (an iteration's task)", "mapreduce.map", "3", lambda: lr("mapreduce"))
     scenario("LogisticRegression-mapreduce.fit (building the cached blocks)", "blocks.build", "1",
              lambda: lr("mapreduce"))
     scenario("LogisticRegression-allreduce.fit (barrier task)", "allreduce.task", "1", lambda: lr("allreduce"))

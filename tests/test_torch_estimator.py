@@ -177,6 +177,7 @@ def test_early_stopping_keeps_the_best_epoch_and_frozen_layers_stay(spark, digit
     assert not np.allclose(got["2.weight"].numpy(), init["2.weight"].numpy())
 
 
+@pytest.mark.slow  # 34 s; these cases (and more) are in tests/test_bad_input.py
 def test_bad_input_gives_clear_errors(spark, digits):
     train, _ = digits
     with pytest.raises(ValueError, match="numProc"):

@@ -26,6 +26,7 @@ Neither needs ``SparkContext``: both run on Spark Connect.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import shutil
@@ -147,8 +148,7 @@ def _launch_torch_distributor(df, spec, num_proc, use_gpu):
     distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=use_gpu)
     if not hasattr(distributor, "_train_on_dataframe"):  # pragma: no cover - pyspark < 3.5
         raise TrainingError("backend 'torch_distributor' needs pyspark >= 3.5 (TorchDistributor on DataFrames)")
-    empty = ValueError(f"column {spec['featuresCol']!r} (param 'featuresCol'): the DataFrame is empty or has "
-                       f"fewer rows than param 'numProc' ({num_proc}); every training process needs rows")
+    empty = ValueError(_empty_message(spec["featuresCol"], num_proc).partition(": ")[2])
     try:
         out = distributor._train_on_dataframe(_td_entry, df, cloudpickle.dumps(spec))
     except EOFError:
@@ -236,9 +236,14 @@ def _horovod_task(spec_bytes: bytes):
                 server.init(plan)
             counts = ctx.allGather(f"{port}:{rows}")
             if any(int(c.split(":")[1]) == 0 for c in counts):
-                # tagged: the driver shows it as a plain ValueError (see _training_error)
-                raise ValueError(f"{ERROR_TAG} ValueError: a partition of the training data is empty: the DataFrame "
-                                 "is empty or has fewer rows than param 'numProc'")
+                # The same on every attempt: reported as a result row, not a task failure (which
+                # Spark would answer by running the barrier stage again).
+                if rank == 0:
+                    from pyspark import cloudpickle
+
+                    col = cloudpickle.loads(spec_bytes)["featuresCol"]
+                    yield _error_batch(_empty_message(col, len(counts)))
+                return
             port = int(counts[0].split(":")[0])
             from horovod.runner.gloo_run import create_slot_env_vars
 
@@ -262,11 +267,24 @@ def _horovod_task(spec_bytes: bytes):
                 tail.append(text)
                 sys.stdout.write(text)
             code = proc.wait()
-            codes = ctx.allGather(str(code))  # rank 0 keeps the rendezvous server up until all are done
-            if code != 0:
-                raise RuntimeError(f"Horovod rank {rank} exited with code {code}; its last output:\n" + "".join(tail))
-            if any(c != "0" for c in codes):
-                raise RuntimeError(f"Horovod ranks exited with codes {codes}")
+            data_error = _tagged_data_error(tail) if code != 0 else None
+            tagged = _tagged_error(tail) if code != 0 else None
+            # rank 0 keeps the rendezvous server up until all are done
+            infos = [json.loads(i) for i in ctx.allGather(json.dumps([code, data_error, tagged]))]
+            failed = [(r, c, e, t) for r, (c, e, t) in enumerate(infos) if c != 0]
+            if failed and all(e is not None for _, _, e, _ in failed):
+                # bad data or params, found by the ranks before training (the same on every attempt):
+                # a result row for the driver to raise, not a failed task that Spark would retry
+                if rank == 0:
+                    yield _error_batch(failed[0][2])
+                return
+            if failed:
+                # Every failing task names the root cause: the first rank whose error is not
+                # Horovod's "shut down" consequence of another rank's failure.
+                causes = sorted(failed, key=lambda f: (f[3] is None or "HorovodInternalError" in f[3], f[0]))
+                r0, c0, _, t0 = causes[0]
+                head = f"{ERROR_TAG} {t0} (Horovod rank {r0})" if t0 else f"Horovod rank {r0} exited with code {c0}"
+                raise RuntimeError(head + "\n" + f"this rank's last output:\n" + "".join(tail))
             if rank == 0:
                 with open(out_path, "rb") as f:
                     payload = f.read()
@@ -279,6 +297,38 @@ def _horovod_task(spec_bytes: bytes):
             shutil.rmtree(work, ignore_errors=True)
 
     return task
+
+
+def _tagged_data_error(lines) -> Optional[str]:
+    """``"ValueError: ..."`` when a training process reported bad data or params (a tagged
+    ValueError/TypeError/ShardDataError line), else ``None``."""
+    for line in lines:
+        if ERROR_TAG in line:
+            msg = line.split(ERROR_TAG, 1)[1].strip()
+            kind = msg.partition(": ")[0]
+            if kind in ("ValueError", "ShardDataError", "TypeError"):
+                return msg
+    return None
+
+
+def _tagged_error(lines) -> Optional[str]:
+    """The last tagged error line of a training process's output (``"Kind: message"``), else ``None``."""
+    found = None
+    for line in lines:
+        if ERROR_TAG in line:
+            found = line.split(ERROR_TAG, 1)[1].strip()
+    return found
+
+
+def _empty_message(col: str, num_proc: int) -> str:
+    return (f"ValueError: column {col!r} (param 'featuresCol'): the DataFrame is empty or has fewer rows than "
+            f"param 'numProc' ({num_proc}); every training process needs rows")
+
+
+def _error_batch(message: str) -> pa.RecordBatch:
+    """The result row (``seq`` -1) of a Horovod stage that found bad data or params."""
+    return pa.RecordBatch.from_arrays([pa.array([-1], pa.int64()), pa.array([message.encode("utf-8")], pa.binary())],
+                                      schema=_OUT_SCHEMA)
 
 
 def _launch_horovod(df, spec, num_proc):
@@ -294,5 +344,9 @@ def _launch_horovod(df, spec, num_proc):
                                        barrier=True)).collect()
     if not rows:  # rank 0 returns its result or fails: no row means no task ran (no partition)
         raise ValueError(f"column {spec['featuresCol']!r} (param 'featuresCol'): the DataFrame is empty")
+    errors = [r["chunk"].decode("utf-8") for r in rows if r["seq"] < 0]
+    if errors:
+        kind, _, message = errors[0].partition(": ")
+        raise (TypeError if kind == "TypeError" else ValueError)(message)
     payload = b"".join(r["chunk"] for r in sorted(rows, key=lambda r: r["seq"]))
     return load_checkpoint_bytes(payload)
