@@ -132,7 +132,8 @@ def main(out_path: str) -> None:
 
         def torch_est(**kw):
             kw = {"epochs": 3, **kw}
-            return TorchEstimator(model=functools.partial(mlp, 64, [32], 10), batchSize=64, numProc=2,
+            # numProc=1: one barrier task is enough to show the stage retried as a whole (suite time)
+            return TorchEstimator(model=functools.partial(mlp, 64, [32], 10), batchSize=64, numProc=1,
                                   learningRate=3e-3, seed=11, **kw)
 
         def weights(model):

@@ -12,7 +12,6 @@ def _args(*argv):
     return cli.build_parser().parse_args(["train", *argv])
 
 
-@pytest.mark.connect
 def test_default_flights_job(spark, tmp_path):
     out = tmp_path / "run"
     buf = io.StringIO()
@@ -94,7 +93,6 @@ def test_bad_label_and_columns(spark, tmp_path):
     assert not os.path.exists(tmp_path / "o" / "model")
 
 
-@pytest.mark.connect
 def test_delta_input_version_and_delta_predictions(spark, tmp_path):
     import numpy as np
     import pandas as pd

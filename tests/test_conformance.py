@@ -114,9 +114,10 @@ def _torch_case() -> Optional[Case]:
         "TorchEstimator",
         lambda: TorchEstimator(model=functools.partial(mlp, 4, [8], 3), epochs=2, batchSize=32, numProc=1,
                                learningRate=0.05, seed=3),
-        "iris", (TorchEstimator, TorchModel), ["prediction", "probability"], "learningRate", [0.01, 0.05],
+        "iris", (TorchEstimator, TorchModel), ["prediction", "probability"], "learningRate", [0.05],
         lambda: MulticlassClassificationEvaluator(metricName="accuracy"), copy_param="epochs", copy_value=1,
-        tol=1e-4, tune_with_cv=False, parallelism=1)  # a torch fit has ~5 s of process start-up: TrainValidationSplit only
+        # a torch fit has ~5 s of process start-up: TrainValidationSplit over a one-point grid
+        tol=1e-4, tune_with_cv=False, parallelism=1)
 
 
 def _hasher():
@@ -135,14 +136,15 @@ CASES = [c for c in [
     Case("LogisticRegression-mapreduce", lambda: LogisticRegression(solver="mapreduce", maxIter=5, regParam=0.01),
          "cancer", (LogisticRegression, importlib.import_module("sparkml_scale.classification").LogisticRegressionModel),
          ["rawPrediction", "probability", "prediction"], "regParam", [0.01, 0.1],
-         lambda: BinaryClassificationEvaluator(), copy_param="maxIter", copy_value=3),
+         lambda: BinaryClassificationEvaluator(), copy_param="maxIter", copy_value=3, tune_with_cv=False),
     Case("LogisticRegression-allreduce", lambda: LogisticRegression(solver="allreduce", maxIter=5, regParam=0.01),
          "iris", (LogisticRegression,), ["rawPrediction", "probability", "prediction"], "regParam", [0.01, 0.1],
          lambda: MulticlassClassificationEvaluator(metricName="accuracy"), copy_param="solver",
          copy_value="mapreduce", parallelism=1, tune_with_cv=False),
-    Case("SGDLogisticRegression", lambda: SGDLogisticRegression(epochs=2, batchSize=32, seed=5), "cancer",
+    Case("SGDLogisticRegression", lambda: SGDLogisticRegression(epochs=2, batchSize=32, seed=5), "iris",
          (SGDLogisticRegression,), ["rawPrediction", "probability", "prediction"], "stepSize", [0.1, 0.5],
-         lambda: BinaryClassificationEvaluator(), copy_param="epochs", copy_value=4),
+         lambda: MulticlassClassificationEvaluator(metricName="accuracy"), copy_param="epochs", copy_value=4,
+         tune_with_cv=False),  # multinomial SGD (binomial SGD: tests/test_logistic_sgd.py)
     Case("FeatureHasher", _hasher, "iris_mixed", (FeatureHasher,), ["hashed"], "numFeatures", [16, 32],
          lambda: RegressionEvaluator(metricName="rmse"),
          tail=lambda: LinearRegression(featuresCol="hashed"), copy_param="numFeatures",
@@ -289,7 +291,7 @@ def test_save_load_alone(case, fitted, tmp_path):
                     "under Connect by test_same_output_under_classic_and_connect)")
 def test_save_load_inside_pipeline_model(case, fitted, tmp_path):
     stage, model, df = fitted
-    pm = Pipeline(stages=[stage]).fit(df)
+    pm = PipelineModel(stages=[model])  # the fitted model itself (Pipeline.fit is checked by the tuning test)
     pm.save(str(tmp_path / "pm"))
     loaded = PipelineModel.load(str(tmp_path / "pm"))
     assert type(loaded.stages[0]) is type(model)

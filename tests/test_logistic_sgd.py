@@ -59,6 +59,7 @@ def test_sgd_reaches_the_lbfgs_optimum(spark, cancer):
     np.testing.assert_array_equal(again.coefficients.toArray(), sgd.coefficients.toArray())
 
 
+@pytest.mark.slow  # 20 s; multinomial SGD also runs in the default suite as a conformance case (iris)
 def test_sgd_multinomial_and_l1(spark):
     from sklearn.datasets import load_iris
 
