@@ -19,8 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
 RECOVERED = [
     "PCA.fit", "PCAModel.transform", "LinearRegression.fit", "LinearRegressionModel.transform",
-    "LogisticRegression-mapreduce.fit (an iteration's task)",
-    "LogisticRegression-mapreduce.fit (building the cached blocks)",
+    "LogisticRegression-mapreduce.fit (an iteration's task, and one building the cached blocks)",
     "LogisticRegression-allreduce.fit (barrier task)", "LogisticRegressionModel.transform",
     "FeatureHasher.transform",
 ]
@@ -52,7 +51,7 @@ def report(tmp_path_factory):
     not _has_torch(), reason="torch not installed")) for n in TORCH_RECOVERED])
 def test_one_failed_task_gives_the_failure_free_result(report, name):
     r = report[name]
-    assert r["fired"] == 1, f"{name}: the fault did not fire ({r})"
+    assert r["fired"] == r.get("faults", 1), f"{name}: not every injected fault fired ({r})"
     assert "error" not in r, f"{name}: {r.get('error')}\n{r.get('traceback')}"
     assert r["max_abs_diff"] == 0.0, r
 
