@@ -33,11 +33,11 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
+from .errors import task_error
 from .faults import maybe_fail
 from .mapreduce import decode_arrays, encode_arrays
 
-__all__ = ["run_barrier", "after_barrier", "task_error", "DistributedTaskError", "task_slots", "python_memory_per_task",
-           "Communicator"]
+__all__ = ["run_barrier", "after_barrier", "task_slots", "python_memory_per_task", "Communicator"]
 
 _RESULT_ARROW = pa.schema([("rank", pa.int64()), ("payload", pa.binary())])
 RESULT_SCHEMA = "rank long, payload binary"
@@ -202,36 +202,6 @@ def after_barrier(df):
     restarted worker) costs one more attempt of the stage instead of the whole fit.  The
     shuffled rows are the ranks' small results."""
     return df.repartition(1)
-
-
-_PY_ERROR = re.compile(r"^\s*(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Fault|Interrupt))\s*:\s*(.+)$")
-
-
-def task_error(exc: BaseException, what: str) -> Exception:
-    """A clear exception for a Spark job that failed in a Python task: the task's own error
-    line (its exception type and message) without the JVM trace.  ``ValueError`` and
-    ``TypeError`` keep their type (bad data or params found in a task); anything else
-    becomes :class:`DistributedTaskError`."""
-    text = str(exc)
-    found = None
-    for line in text.splitlines():
-        if line.startswith("\tat ") or "SQLSTATE" in line or "Py4J" in line:
-            continue
-        m = _PY_ERROR.match(line)
-        if m and m.group(1) not in ("PythonException", "SparkException", "Py4JJavaError"):
-            found = m
-    if found is None:
-        summary = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(
-            ("An error occurred", "Traceback", "JVM stacktrace", "\tat "))), type(exc).__name__)
-        return DistributedTaskError(f"{what} failed: {summary[:500]}")
-    kind, msg = found.group(1), found.group(2).strip()
-    if kind in ("ValueError", "TypeError"):
-        return (ValueError if kind == "ValueError" else TypeError)(msg)
-    return DistributedTaskError(f"{what} failed after Spark's retries: {kind}: {msg[:500]}")
-
-
-class DistributedTaskError(RuntimeError):
-    """A Spark task of a fit or transform failed (every retry): the task's error, without the JVM trace."""
 
 
 def run_barrier(df, num_tasks: int, task_fn: Callable[[Iterator[pa.RecordBatch], Communicator], Optional[Sequence[np.ndarray]]],

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import pyarrow as pa
 
+from .errors import task_error
 from .faults import maybe_fail
 
 __all__ = ["encode_arrays", "decode_arrays", "tree_aggregate", "reduce_partials", "PARTIAL_SCHEMA"]
@@ -161,12 +162,10 @@ def reduce_partials(partials, depth: int = 2, num_partitions: Optional[int] = No
 
 def _run(action):
     """Run a Spark action; a failed task (after Spark's retries) raises its own Python error
-    line (``sparkml_scale.core.allreduce.task_error``), not a Py4J/JVM trace."""
+    line (``sparkml_scale.core.errors.task_error``), not a Py4J/JVM trace."""
     try:
         return action()
     except Exception as exc:  # noqa: BLE001
-        from .allreduce import task_error
-
         raise task_error(exc, "Spark job") from None
 
 

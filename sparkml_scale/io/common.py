@@ -9,6 +9,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ..core.errors import first_line  # noqa: F401 - re-exported for the io modules
+
 __all__ = [
     "TableNotFoundError",
     "TableWriteError",
@@ -241,16 +243,6 @@ def remove_paths(fs, paths: Iterable[str]) -> None:
                 fs.delete_file(p)
         except Exception:  # noqa: BLE001
             logging.getLogger("sparkml_scale.io").warning("could not remove %s after a failed write", p)
-
-
-def first_line(exc: BaseException) -> str:
-    """A short, trace-free summary of a (possibly Py4J/JVM) error."""
-    text = str(exc).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("An error occurred while calling", "Traceback", "JVM stacktrace")):
-            return line[:500]
-    return type(exc).__name__
 
 
 def unique(seq: Iterable[str]) -> Tuple[str, ...]:

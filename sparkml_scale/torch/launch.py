@@ -38,7 +38,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pyarrow as pa
 
-from ..core.allreduce import after_barrier, task_error, task_slots
+from ..core.allreduce import after_barrier, task_slots
+from ..core.errors import task_error
 from .worker import ERROR_TAG
 
 __all__ = ["horovod_available", "launch", "TrainingError", "check_slots"]
@@ -80,13 +81,9 @@ def check_slots(spark, num_proc: int) -> Optional[int]:
 def _training_error(exc: BaseException) -> Exception:
     """The clean message of a failure in a training process (tagged line), else a summary."""
     text = str(exc)
-    for line in text.splitlines():
-        if ERROR_TAG in line:
-            msg = line.split(ERROR_TAG, 1)[1].strip()
-            kind, _, rest = msg.partition(": ")
-            if kind in ("ValueError", "ShardDataError", "TypeError"):
-                return (TypeError if kind == "TypeError" else ValueError)(rest)
-            return TrainingError(msg)
+    msg = _tagged_error(text.splitlines(), first=True)
+    if msg is not None:
+        return _data_error(msg) or TrainingError(msg)
     err = task_error(exc, "distributed training")
     if isinstance(err, (ValueError, TypeError)):
         return err
@@ -148,7 +145,7 @@ def _launch_torch_distributor(df, spec, num_proc, use_gpu):
     distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=use_gpu)
     if not hasattr(distributor, "_train_on_dataframe"):  # pragma: no cover - pyspark < 3.5
         raise TrainingError("backend 'torch_distributor' needs pyspark >= 3.5 (TorchDistributor on DataFrames)")
-    empty = ValueError(_empty_message(spec["featuresCol"], num_proc).partition(": ")[2])
+    empty = ValueError(_empty_message(spec["featuresCol"], num_proc))
     try:
         out = distributor._train_on_dataframe(_td_entry, df, cloudpickle.dumps(spec))
     except EOFError:
@@ -213,7 +210,7 @@ def _write_stream(batches: Iterator[pa.RecordBatch], path: str) -> int:
     return rows
 
 
-def _horovod_task(spec_bytes: bytes):
+def _horovod_task(spec_bytes: bytes, features_col: str):
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
 
@@ -239,10 +236,7 @@ def _horovod_task(spec_bytes: bytes):
                 # The same on every attempt: reported as a result row, not a task failure (which
                 # Spark would answer by running the barrier stage again).
                 if rank == 0:
-                    from pyspark import cloudpickle
-
-                    col = cloudpickle.loads(spec_bytes)["featuresCol"]
-                    yield _error_batch(_empty_message(col, len(counts)))
+                    yield _error_batch("ValueError: " + _empty_message(features_col, len(counts)))
                 return
             port = int(counts[0].split(":")[0])
             from horovod.runner.gloo_run import create_slot_env_vars
@@ -267,8 +261,8 @@ def _horovod_task(spec_bytes: bytes):
                 tail.append(text)
                 sys.stdout.write(text)
             code = proc.wait()
-            data_error = _tagged_data_error(tail) if code != 0 else None
             tagged = _tagged_error(tail) if code != 0 else None
+            data_error = tagged if _data_error(tagged) else None
             # rank 0 keeps the rendezvous server up until all are done
             infos = [json.loads(i) for i in ctx.allGather(json.dumps([code, data_error, tagged]))]
             failed = [(r, c, e, t) for r, (c, e, t) in enumerate(infos) if c != 0]
@@ -284,7 +278,7 @@ def _horovod_task(spec_bytes: bytes):
                 causes = sorted(failed, key=lambda f: (f[3] is None or "HorovodInternalError" in f[3], f[0]))
                 r0, c0, _, t0 = causes[0]
                 head = f"{ERROR_TAG} {t0} (Horovod rank {r0})" if t0 else f"Horovod rank {r0} exited with code {c0}"
-                raise RuntimeError(head + "\n" + f"this rank's last output:\n" + "".join(tail))
+                raise RuntimeError(head + "\n" + "this rank's last output:\n" + "".join(tail))
             if rank == 0:
                 with open(out_path, "rb") as f:
                     payload = f.read()
@@ -299,29 +293,29 @@ def _horovod_task(spec_bytes: bytes):
     return task
 
 
-def _tagged_data_error(lines) -> Optional[str]:
-    """``"ValueError: ..."`` when a training process reported bad data or params (a tagged
-    ValueError/TypeError/ShardDataError line), else ``None``."""
-    for line in lines:
-        if ERROR_TAG in line:
-            msg = line.split(ERROR_TAG, 1)[1].strip()
-            kind = msg.partition(": ")[0]
-            if kind in ("ValueError", "ShardDataError", "TypeError"):
-                return msg
-    return None
-
-
-def _tagged_error(lines) -> Optional[str]:
-    """The last tagged error line of a training process's output (``"Kind: message"``), else ``None``."""
+def _tagged_error(lines, first: bool = False) -> Optional[str]:
+    """The last (or ``first``) tagged error line of a training process's output
+    (``"Kind: message"``, see ``worker.ERROR_TAG``), else ``None``."""
     found = None
     for line in lines:
         if ERROR_TAG in line:
             found = line.split(ERROR_TAG, 1)[1].strip()
+            if first:
+                break
     return found
 
 
+def _data_error(tagged: Optional[str]) -> Optional[Exception]:
+    """The ``ValueError``/``TypeError`` of a tagged line that reports bad data or params
+    (found the same on every attempt), else ``None``."""
+    kind, _, message = (tagged or "").partition(": ")
+    if kind in ("ValueError", "ShardDataError", "TypeError"):
+        return (TypeError if kind == "TypeError" else ValueError)(message)
+    return None
+
+
 def _empty_message(col: str, num_proc: int) -> str:
-    return (f"ValueError: column {col!r} (param 'featuresCol'): the DataFrame is empty or has fewer rows than "
+    return (f"column {col!r} (param 'featuresCol'): the DataFrame is empty or has fewer rows than "
             f"param 'numProc' ({num_proc}); every training process needs rows")
 
 
@@ -340,13 +334,12 @@ def _launch_horovod(df, spec, num_proc):
         raise ValueError("param 'backend' is 'horovod' but horovod.torch (with Gloo) does not import here; "
                          "run scripts/install_horovod.sh or use backend='torch_distributor'")
     # after_barrier: a failed rank fails this attempt, and Spark runs the whole barrier stage again.
-    rows = after_barrier(df.mapInArrow(_horovod_task(cloudpickle.dumps(spec)), "seq long, chunk binary",
+    rows = after_barrier(df.mapInArrow(_horovod_task(cloudpickle.dumps(spec), spec["featuresCol"]), "seq long, chunk binary",
                                        barrier=True)).collect()
     if not rows:  # rank 0 returns its result or fails: no row means no task ran (no partition)
         raise ValueError(f"column {spec['featuresCol']!r} (param 'featuresCol'): the DataFrame is empty")
     errors = [r["chunk"].decode("utf-8") for r in rows if r["seq"] < 0]
     if errors:
-        kind, _, message = errors[0].partition(": ")
-        raise (TypeError if kind == "TypeError" else ValueError)(message)
+        raise _data_error(errors[0]) or TrainingError(errors[0])
     payload = b"".join(r["chunk"] for r in sorted(rows, key=lambda r: r["seq"]))
     return load_checkpoint_bytes(payload)
