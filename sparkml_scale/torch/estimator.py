@@ -16,7 +16,13 @@ under ``torch.no_grad()``, with ``spark.task.cpus`` torch threads.  No Python ob
 Persistence: params as JSON (the module factory, optimizer and loss by import
 reference, see :mod:`sparkml_scale.torch.factory`), the weights as the bytes of
 ``torch.save(state_dict)`` in the model's array table, read back with
-``torch.load(weights_only=True)``.  Nothing is pickled.
+``torch.load(weights_only=True)``.  Nothing is pickled.  ``load`` resolves only trusted
+references (built-in ones, those of callables given to a stage in this process, and what
+``load(path, trusted=[...])``, the Spark conf ``spark.sparkml_scale.trusted`` or the
+environment variable ``SPARKML_SCALE_TRUSTED`` name) and raises ``ModelLoadError`` for any
+other, before importing or calling anything.  The driver resolves the references (checking
+them again) and ships the callables to the executors, so no executor resolves a reference
+the driver did not vet.
 """
 from __future__ import annotations
 
@@ -39,10 +45,10 @@ from pyspark.sql import types as T
 
 from ..core.allreduce import _conf, task_slots
 from ..core.faults import maybe_fail
-from ..core.persistence import ModelLoadError, ParamsReadWrite
+from ..core.persistence import ModelLoadError, ParamsReader, ParamsReadWrite
 from ..core.lineage import RecordsLineage
 from ..core.schema import check_column, check_new_column, distinct_names
-from .factory import reference_of, resolve
+from .factory import Trust, configured_trust, reference_of, resolve, trust_passed, trusted_entries
 from .loop import LOSSES
 
 __all__ = ["TorchEstimator", "TorchModel"]
@@ -189,7 +195,8 @@ class _TorchParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbability
             raise ValueError(f"param 'inferenceBatchSize' must be >= 1, got {self.getInferenceBatchSize()}")
 
     def _json_param_map(self) -> Dict[str, Any]:
-        """Params as JSON for saving: module factory, optimizer and loss as import references."""
+        """Params as JSON for saving: module factory, optimizer and loss as import references
+        (a callable's reference is trusted in this process: the user gave that callable)."""
         out: Dict[str, Any] = {}
         for p, v in self._paramMap.items():
             if p.name in _REF_PARAMS and not isinstance(v, (str, dict)) and v is not None:
@@ -199,16 +206,81 @@ class _TorchParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbability
                         f"param {p.name!r} holds {v!r}, which cannot be saved: saved stages refer to code by "
                         "import path, never by pickle. Pass a module-level factory (or a functools.partial of "
                         "one with JSON arguments) or a 'package.module:factory' string")
+                trust_passed(v)
                 v = ref
             out[p.name] = v
         return out
 
+    # trust ---------------------------------------------------------------------------------
+    #: Exact references vetted when this stage was loaded (trusted by the ``load`` call).
+    _vetted: frozenset = frozenset()
 
-def _resolve_ref(value, param: str):
-    """A reference string/dict becomes the callable it names (names like 'adam' stay)."""
-    if isinstance(value, dict) or (isinstance(value, str) and ":" in value):
-        return resolve(value, param)
-    return value
+    def _trust(self, spark=None) -> Trust:
+        """What this stage may resolve on the driver: the references vetted at its load, and the
+        Spark conf / environment entries (plus the built-in rules and callables given in this process)."""
+        return Trust(sorted(self._vetted) + list(configured_trust(spark)))
+
+    def _resolved(self, name: str, spark=None):
+        """Param ``name`` with a reference replaced by the callable it names (if trusted)."""
+        value = self.getOrDefault(name) if self.isDefined(name) else None
+        if isinstance(value, dict) or (isinstance(value, str) and ":" in value):
+            return resolve(value, name, self._trust(spark))
+        return value
+
+    def _copyValues(self, to, extra=None):
+        to = super()._copyValues(to, extra)
+        if isinstance(to, _TorchParams):  # a model fitted by a loaded estimator keeps what its load vetted
+            to._vetted = to._vetted | self._vetted
+        return to
+
+    @classmethod
+    def read(cls, trusted=None) -> "_TorchReader":
+        """A reader that resolves only trusted references (see :meth:`load`)."""
+        return _TorchReader(cls, trusted)
+
+    @classmethod
+    def load(cls, path: str, trusted=None):
+        """Load a saved stage.  Its module factory, optimizer and loss references are checked and
+        imported (never called) here, and only trusted ones are: built in, ``model``:
+        :mod:`sparkml_scale.torch.models` factories and ``torch.nn`` module classes, ``optimizer``:
+        ``torch.optim`` optimizers, ``loss``: ``torch.nn.functional`` functions; references of
+        callables given to a stage in this process; and the entries of ``trusted`` (a list, or a
+        comma-separated string, of ``"package.module"``, which trusts what that module and its
+        submodules define, or ``"package.module:qualname"``, which trusts exactly that; modules and
+        callables are taken too), of the Spark conf ``spark.sparkml_scale.trusted`` and of the
+        environment variable ``SPARKML_SCALE_TRUSTED`` (``PipelineModel.load`` reads these two).
+
+        Raises :class:`~sparkml_scale.core.persistence.ModelLoadError` (a ``ValueError``) naming the
+        path and the reference, and how to trust it, for an untrusted, malformed or unimportable
+        reference (nothing is imported from an untrusted module and nothing is called), and for the
+        other problems listed in :class:`~sparkml_scale.core.persistence.ParamsReader`;
+        ``TypeError``/``ValueError`` naming ``trusted`` for a bad ``trusted`` value.
+        """
+        return cls.read(trusted).load(path)
+
+
+class _TorchReader(ParamsReader):
+    """:class:`ParamsReader` that vets the loaded stage's references (before anything calls them)."""
+
+    def __init__(self, cls, trusted=None):
+        super().__init__(cls)
+        self.trusted = trusted_entries(trusted)
+
+    def load(self, path: str):
+        instance = super().load(path)
+        trust = Trust(self.trusted + configured_trust(self.sparkSession))
+        vetted = set()
+        for name in _REF_PARAMS:
+            param = instance.getParam(name)
+            for values in (instance._paramMap, instance._defaultParamMap):
+                value = values.get(param)
+                if isinstance(value, dict) or (isinstance(value, str) and ":" in value):
+                    try:
+                        vetted.update(trust.vet(value, name))
+                    except ValueError as exc:  # untrusted (ModelLoadError), malformed or not importable
+                        raise ModelLoadError(f"{path!r}: {exc}") from None
+        instance._vetted = frozenset(vetted)
+        return instance
 
 
 class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
@@ -234,7 +306,10 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
     Raises ``ValueError``/``TypeError`` naming the param or column for bad params,
     missing or mistyped columns, an empty DataFrame, null or NaN/inf labels, NaN/inf or null
     features, labels that do not fit the loss (found on the executors, reported before
-    training starts), and
+    training starts),
+    :class:`~sparkml_scale.core.persistence.ModelLoadError` when ``model``, ``optimizer`` or
+    ``loss`` is a reference that is not trusted (see :meth:`load`; e.g. one that a param map read
+    from disk sets), before importing or calling it, and
     :class:`sparkml_scale.torch.launch.TrainingError` when a training process fails.
     """
 
@@ -246,7 +321,7 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
                  checkpointDir=None, resumeFromCheckpoint=False, frozenLayers=None, inferenceBatchSize=256,
                  seed=42) -> None:
         super().__init__()
-        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+        self._set_passed(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     @keyword_only
     def setParams(self, *, model=None, optimizer=None, loss=None, featuresCol=None, labelCol=None,
@@ -254,16 +329,25 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
                   learningRate=None, numProc=None, backend=None, useGpu=None, validationFraction=None,
                   validationCol=None, earlyStoppingPatience=None, checkpointDir=None, resumeFromCheckpoint=None,
                   frozenLayers=None, inferenceBatchSize=None, seed=None) -> "TorchEstimator":
-        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+        return self._set_passed(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    def _set_passed(self, **kwargs) -> "TorchEstimator":
+        """``_set`` for values the user gives: the references of model/optimizer/loss callables (and
+        reference strings) passed here are trusted in this process (see
+        :mod:`sparkml_scale.torch.factory`).  Internal copies (``copy``, param maps) use ``_set``."""
+        for name in _REF_PARAMS:
+            if kwargs.get(name) is not None:
+                trust_passed(kwargs[name])
+        return self._set(**kwargs)
 
     def setModel(self, value) -> "TorchEstimator":
-        return self._set(model=value)
+        return self._set_passed(model=value)
 
     def setOptimizer(self, value) -> "TorchEstimator":
-        return self._set(optimizer=value)
+        return self._set_passed(optimizer=value)
 
     def setLoss(self, value) -> "TorchEstimator":
-        return self._set(loss=value)
+        return self._set_passed(loss=value)
 
     def setFeaturesCol(self, value: str) -> "TorchEstimator":
         return self._set(featuresCol=value)
@@ -383,8 +467,9 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
 
     def _spec(self, spark, num_proc: int, resume: Optional[bytes]) -> Dict[str, Any]:
         return {
-            "model": self.getModel(), "optimizer": _resolve_ref(self.getOptimizer(), "optimizer"),
-            "loss": _resolve_ref(self.getLoss(), "loss"), "learningRate": self.getLearningRate(),
+            # references resolved here, on the driver, and shipped as callables (see the module docstring)
+            "model": self._resolved("model", spark), "optimizer": self._resolved("optimizer", spark),
+            "loss": self._resolved("loss", spark), "learningRate": self.getLearningRate(),
             "batchSize": self.getBatchSize(), "epochs": self.getEpochs(), "seed": self.getSeed(),
             "featuresCol": self.getFeaturesCol(), "labelCol": self.getLabelCol(),
             "validationCol": self.getValidationCol(), "validationFraction": self.getValidationFraction(),
@@ -461,6 +546,11 @@ class TorchModel(_TorchParams, Model, ParamsReadWrite):
       output, dense vector otherwise).
 
     Null feature rows give null outputs.  ``history`` holds the per-epoch training metrics.
+
+    ``transform`` raises ``ValueError``/``TypeError`` naming the column or param for a missing or
+    mistyped features column or an output column that exists, and
+    :class:`~sparkml_scale.core.persistence.ModelLoadError` when param ``model`` is a reference
+    that is not trusted (see :meth:`load`; e.g. one set after loading), before importing or calling it.
     """
 
     def __init__(self) -> None:
@@ -541,10 +631,13 @@ class TorchModel(_TorchParams, Model, ParamsReadWrite):
         return load_checkpoint_bytes(self._state)
 
     def module(self):
-        """A fresh ``nn.Module`` (from param ``model``) holding the trained weights, in eval mode."""
+        """A fresh ``nn.Module`` (from param ``model``) holding the trained weights, in eval mode.
+
+        Raises :class:`~sparkml_scale.core.persistence.ModelLoadError` when param ``model`` is a
+        reference that is not trusted (see :meth:`load`), before importing or calling it."""
         from .factory import build_module
 
-        m = build_module(self.getModel())
+        m = build_module(self._resolved("model"))
         m.load_state_dict(self.state_dict())
         return m.eval()
 
@@ -569,7 +662,7 @@ class TorchModel(_TorchParams, Model, ParamsReadWrite):
             from .factory import build_module
             import torch
 
-            m = build_module(self.getModel())
+            m = build_module(self._resolved("model"))
             m.load_state_dict(self.state_dict())
             shape = self.getInputShape()
             x = torch.zeros((1,) + tuple(shape)) if shape else None
@@ -609,7 +702,9 @@ class TorchModel(_TorchParams, Model, ParamsReadWrite):
         col_index = dataset.schema.names.index(self.getFeaturesCol())
         # one torch thread per task core: the tasks of an executor share its cores
         threads = max(1, int(_conf(dataset.sparkSession, "spark.task.cpus") or 1))
-        fn = _predict_fn(self.getModel(), self._state, self._output_kind(), self.getFeaturesCol(), col_index,
+        # the driver resolves (and vets) the reference; the executors get the callable
+        model = self._resolved("model", dataset.sparkSession)
+        fn = _predict_fn(model, self._state, self._output_kind(), self.getFeaturesCol(), col_index,
                          self.getInputShape(), self.getInferenceBatchSize(), self.getUseGpu().lower(),
                          [f.name for f in self._output_fields()], threads)
         return dataset.mapInArrow(fn, out_schema)

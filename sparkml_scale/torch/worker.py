@@ -59,6 +59,9 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
     ``spec`` keys: model, optimizer, loss, learningRate, batchSize (global), epochs, seed,
     featuresCol, labelCol, validationCol, validationFraction, inputShape, earlyStoppingPatience,
     checkpointDir, resume (checkpoint bytes or None), frozenLayers, useGpu, threads.
+    ``model``, ``optimizer`` and ``loss`` are callables or names: ``TorchEstimator`` resolves
+    references on the driver, where it vets them; a reference left in the spec is resolved here
+    only if :meth:`sparkml_scale.torch.factory.Trust.default` trusts it.
     ``stride=(i, k)``: keep every k-th row starting at i (k processes sharing one partition).
 
     Result: ``{"state": torch.save bytes of the state_dict, "history": [...], "num_outputs": int,
