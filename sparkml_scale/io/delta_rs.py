@@ -71,9 +71,11 @@ def _deltalake():
     try:
         import deltalake  # noqa: F401
     except ImportError:
+        from ..core.optional import install_hint
+
         raise ModuleNotFoundError(
             "Delta tables need either Delta Lake's Spark jars on the classpath (see jars/README.md) or the "
-            "'deltalake' package: pip install 'sparkml-scale[delta]'"
+            f"'deltalake' package: {install_hint('delta')}", name="deltalake"
         ) from None
     return deltalake
 

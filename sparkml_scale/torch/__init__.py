@@ -5,8 +5,13 @@
   process runs; ``data``: a rank's share of the rows; ``loop.train_epochs``: the per-rank
   training loop (plain torch, no Spark); ``models``: small reference networks.
 
-Importing this package does not import torch (``TorchEstimator`` is loaded on first use).
+Importing this package does not import torch (``TorchEstimator`` is loaded on first use), but
+fails at once, naming the pip extra, when torch is not installed: every module here needs it.
 """
+from ..core.optional import ensure_installed
+
+ensure_installed("torch", extra="torch", feature="sparkml_scale.torch")
+
 __all__ = ["TorchEstimator", "TorchModel"]
 
 
