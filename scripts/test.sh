@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh dev
-# Horovod is built from source for the installed torch (about 3 minutes, once per .venv):
-# the horovod-backend tests of TorchEstimator run in CI.
+# Horovod is built from source for the installed torch (3-18 minutes, once per machine: the wheel
+# is cached, see the script): the horovod-backend tests of TorchEstimator run in CI.
 bash scripts/install_horovod.sh
 export PYTHONDONTWRITEBYTECODE=1
 .venv/bin/python -m pytest -q "$@"

@@ -13,6 +13,7 @@ __all__ = [
     "ensure_vector_udf_support",
     "vector_arrow_udf",
     "COLUMNAR_UDF_INPUT",
+    "log_config_java_options",
 ]
 
 #: Spark 4.3 setting (default true) that feeds columnar input (Parquet scans, cached
@@ -37,6 +38,38 @@ def local_defaults(cores: Optional[int] = None) -> Dict[str, str]:
         "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "1",
         "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
     }
+
+
+#: log4j2 configuration shipped with the package (console on stderr, level from a system property).
+LOG4J2_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
+LOG_LEVEL_PROPERTY = "sparkml_scale.spark.log.level"
+_LOG_LEVELS = ("OFF", "FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE", "ALL")
+
+
+def log_config_java_options(log_level: str, java_options: Optional[str] = None) -> Optional[str]:
+    """``spark.driver.extraJavaOptions`` for a new local JVM logging at ``log_level`` from its start.
+
+    Appends ``-Dlog4j2.configurationFile=`` (this package's ``log4j2.properties``) and the level
+    to ``java_options``.  Returns ``None`` (leave the settings as they are) when the user
+    configures log4j already: a ``log4j2.configurationFile`` in ``java_options``, or a
+    ``log4j2.properties`` in ``$SPARK_CONF_DIR`` (default ``$SPARK_HOME/conf``).
+    """
+    level = str(log_level).upper()
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"log_level must be one of {list(_LOG_LEVELS)}, got {log_level!r}")
+    if java_options and "log4j2.configurationFile" in java_options:
+        return None
+    conf_dir = os.environ.get("SPARK_CONF_DIR") or (
+        os.path.join(os.environ["SPARK_HOME"], "conf") if os.environ.get("SPARK_HOME") else None)
+    if conf_dir and any(os.path.isfile(os.path.join(conf_dir, f)) for f in ("log4j2.properties", "log4j2.xml")):
+        return None
+    if not os.path.isfile(LOG4J2_CONFIG):  # an install without the package data
+        return None
+    config = f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}"
+    if any(c.isspace() for c in config):
+        config = '"' + config + '"'  # Spark splits the options like a shell
+    ours = f"{config} -D{LOG_LEVEL_PROPERTY}={level.lower()}"
+    return f"{java_options} {ours}" if java_options else ours
 
 
 def _set_python_env() -> None:
@@ -66,6 +99,13 @@ def get_session(
         a local Connect server.
     conf : dict, optional
         Extra Spark settings; they override the defaults.
+    log_level : str
+        Spark's console log level (``"ERROR"``, ``"WARN"``, ``"INFO"``, ...).  A new local
+        session logs at this level from the start of its JVM (see
+        :func:`log_config_java_options`), so Spark's start-up notices below it are not
+        printed; a new session in a JVM that is already running (after ``stop()``) or
+        started by ``spark-submit`` gets ``setLogLevel``; a running or Connect session is
+        left as it is.
 
     Notes
     -----
@@ -99,6 +139,10 @@ def get_session(
     if not remote and not _launched_by_spark():
         # Local mode runs driver and executors in one JVM: 1g (Spark's default) is too small.
         settings.setdefault("spark.driver.memory", os.environ.get("SPARKML_SCALE_DRIVER_MEMORY", "4g"))
+        # The console log level from the JVM's start, not only after setLogLevel below.
+        java_opts = log_config_java_options(log_level, settings.get("spark.driver.extraJavaOptions"))
+        if java_opts is not None:
+            settings["spark.driver.extraJavaOptions"] = java_opts
         # Optional jars (Delta Lake) from jars/ or $SPARKML_SCALE_JARS: no --packages download needed.
         from .jars import jar_conf
 
