@@ -18,7 +18,8 @@ def test_log_config_java_options(tmp_path, monkeypatch):
     monkeypatch.delenv("SPARK_HOME", raising=False)
     opts = session.log_config_java_options("error")
     assert opts == f"-Dlog4j2.configurationFile={session.LOG4J2_CONFIG} -Dsparkml_scale.spark.log.level=error"
-    assert session.log_config_java_options("WARN", "-XX:+UseG1GC").startswith("-XX:+UseG1GC -Dlog4j2.configurationFile=")
+    assert session.log_config_java_options("WARN", "-XX:+UseG1GC").startswith(
+        "-XX:+UseG1GC -Dlog4j2.configurationFile=")
     # the user's own log4j set-up wins
     assert session.log_config_java_options("ERROR", "-Dlog4j2.configurationFile=/etc/mine.properties") is None
     (tmp_path / "log4j2.properties").write_text("rootLogger.level = info\n")
@@ -118,3 +119,14 @@ def test_wheel_builds_quietly_with_license_and_log_config(tmp_path):
     text = open(os.path.join(ROOT, "LICENSE")).read()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License" in text
+
+
+# ------------------------------------------------------------------ README
+def test_readme_points_only_at_files_in_the_repository():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    assert "../" not in text, "the README refers to a file outside the repository"
+    paths = set(re.findall(r"`((?:scripts|tests|jars|benchmarks|sparkml_scale)/[\w./-]*[\w/])`", text))
+    paths |= set(re.findall(r"(?:bash|python) ((?:scripts|benchmarks)/[\w./-]+)", text))
+    assert len(paths) >= 5, paths
+    missing = sorted(p for p in paths if not os.path.exists(os.path.join(ROOT, p)))
+    assert missing == []
