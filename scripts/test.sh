@@ -8,6 +8,17 @@ bash scripts/setup_env.sh dev
 # Horovod is built from source for the installed torch (3-18 minutes, once per machine: the wheel
 # is cached, see the script): the horovod-backend tests of TorchEstimator run in CI.
 bash scripts/install_horovod.sh
+# Fashion-MNIST (the CNN and data-set tests) is Debian's package dataset-fashion-mnist (30 MB).
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's dataset-fashion-mnist (once per machine)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; } \
+      >/tmp/sparkml_scale-apt.log 2>&1 || { cat /tmp/sparkml_scale-apt.log >&2; exit 1; }
+  else
+    echo "warning: /usr/share/datasets/fashion-mnist is missing and apt-get cannot run as $(id -un):" \
+         "install dataset-fashion-mnist or its tests are skipped" >&2
+  fi
+fi
 export PYTHONDONTWRITEBYTECODE=1
 .venv/bin/python -m pytest -q "$@"
 SPARKML_SCALE_TEST_CONNECT=1 .venv/bin/python -m pytest -q -m connect "$@"

@@ -37,7 +37,7 @@ from scipy.special import logsumexp
 import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
-from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector, VectorUDT
+from pyspark.ml.linalg import DenseMatrix, DenseVector, Matrix, SparseMatrix, SparseVector, Vector, VectorUDT
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasAggregationDepth,
@@ -45,6 +45,7 @@ from pyspark.ml.param.shared import (
     HasFeaturesCol,
     HasFitIntercept,
     HasLabelCol,
+    HasMaxBlockSizeInMB,
     HasMaxIter,
     HasPredictionCol,
     HasProbabilityCol,
@@ -72,7 +73,9 @@ from ..core.schema import check_new_column, check_numeric_column, check_vector_c
 __all__ = [
     "LogisticRegression",
     "LogisticRegressionModel",
+    "LogisticRegressionSummary",
     "LogisticRegressionTrainingSummary",
+    "BinaryLogisticRegressionSummary",
     "BinaryLogisticRegressionTrainingSummary",
 ]
 
@@ -84,6 +87,10 @@ STOP_WINDOW = 20
 SOLVERS = ("auto", "mapreduce", "allreduce", "sgd")
 #: Most classes a multinomial fit accepts (labels 0 .. MAX_CLASSES - 1).
 MAX_CLASSES = 1000
+#: Largest ``numClasses x numFeatures^2`` (float64 entries) for which an L2 fit computes the
+#: feature correlation matrix (one extra pass over the cached blocks) and preconditions
+#: L-BFGS with its Cholesky factor; larger problems use the diagonal preconditioner.
+FULL_PRECONDITIONER_ENTRIES = 1 << 20
 
 
 class _LogisticRegressionParams(
@@ -102,6 +109,7 @@ class _LogisticRegressionParams(
     HasWeightCol,
     HasAggregationDepth,
     HasSeed,
+    HasMaxBlockSizeInMB,
 ):
     family = Param(
         Params._dummy(),
@@ -171,6 +179,7 @@ class _LogisticRegressionParams(
             threshold=0.5,
             aggregationDepth=2,
             family="auto",
+            maxBlockSizeInMB=0.0,
         )
 
     def getFamily(self) -> str:
@@ -258,6 +267,8 @@ class _LogisticRegressionParams(
             raise ValueError(f"param 'tol' must be >= 0, got {self.getTol()}")
         if not (0.0 <= self.getThreshold() <= 1.0):
             raise ValueError(f"param 'threshold' must be in [0, 1], got {self.getThreshold()}")
+        if not (self.getMaxBlockSizeInMB() >= 0 and np.isfinite(self.getMaxBlockSizeInMB())):
+            raise ValueError(f"param 'maxBlockSizeInMB' must be >= 0 (0: automatic), got {self.getMaxBlockSizeInMB()}")
         if self.getAggregationDepth() < 1:
             raise ValueError(f"param 'aggregationDepth' must be >= 1, got {self.getAggregationDepth()}")
         if self.getSolver() not in SOLVERS:
@@ -294,7 +305,9 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
     ``maxIter`` (100), ``regParam`` (0.0), ``elasticNetParam`` (0.0),
     ``tol`` (1e-6; stops when the gradient norm is at most ``tol`` times the objective, as MLlib), ``fitIntercept`` (True),
     ``standardization`` (True), ``threshold`` (0.5), ``weightCol`` (unset: all
-    rows weigh 1), ``aggregationDepth`` (2), ``family`` ("auto"/"binomial").
+    rows weigh 1), ``aggregationDepth`` (2), ``family`` ("auto"/"binomial"),
+    ``maxBlockSizeInMB`` (0.0 = automatic, 2 MiB: the size of the cached numpy blocks
+    the training rows are stacked into).
 
     The objective and optimizer are described in the module docstring; the
     fitted coefficients equal MLlib's on the same data and params.
@@ -341,6 +354,7 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
         stepSize: float = 0.5,
         epochs: int = 5,
         seed: int = 42,
+        maxBlockSizeInMB: float = 0.0,
     ) -> None:
         super().__init__()
         self._initial_model: Optional["LogisticRegressionModel"] = None
@@ -376,6 +390,7 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
         stepSize: float = 0.5,
         epochs: int = 5,
         seed: int = 42,
+        maxBlockSizeInMB: float = 0.0,
     ) -> "LogisticRegression":
         kwargs = self._input_kwargs
         return self._set(**kwargs)
@@ -438,6 +453,9 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
     def setEpochs(self, value: int) -> "LogisticRegression":
         return self._set(epochs=value)
 
+    def setMaxBlockSizeInMB(self, value: float) -> "LogisticRegression":
+        return self._set(maxBlockSizeInMB=value)
+
     def setSeed(self, value: int) -> "LogisticRegression":
         return self._set(seed=value)
 
@@ -483,7 +501,8 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
         fcol, lcol, wcol = self.getFeaturesCol(), self.getLabelCol(), self._weight_col()
         family = self.getFamily()
         slots = 2 if family == "binomial" else MAX_CLASSES
-        data = make_blocks(dataset, fcol, lcol, wcol, num_label_slots=slots, depth=self.getAggregationDepth())
+        data = make_blocks(dataset, fcol, lcol, wcol, num_label_slots=slots, depth=self.getAggregationDepth(),
+                           block_bytes=int(self.getMaxBlockSizeInMB() * (1 << 20)))
         try:
             stats = data.stats
             _check_stats(stats, fcol, lcol, wcol, family)
@@ -491,8 +510,11 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
             num_classes = max(int(present[-1]) + 1, 2)
             multinomial = family == "multinomial" or (family == "auto" and num_classes > 2)
             K = num_classes if multinomial else 1
-            obj = self._objective(stats, K, num_classes)
             solver, world, why = self._choose_solver(dataset.sparkSession, stats)
+            scatter = None
+            if solver != "sgd" and self.getMaxIter() > 0 and self._wants_correlation(K, stats.num_features):
+                scatter = _scatter(data.blocks, stats.num_features, self.getAggregationDepth(), stats.num_partitions)
+            obj = self._objective(stats, K, num_classes, scatter)
             log.info("LogisticRegression: solver %s (%s)", solver, why)
             backend = None
             sgd = None
@@ -555,8 +577,15 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
             return "mapreduce", 0, f"auto: ~{need >> 20} MiB per task exceeds the ~{budget >> 20} MiB Python budget"
         return "allreduce", world, f"auto: {world} barrier task(s) of {slots} slot(s), ~{need >> 20} MiB per task"
 
-    def _objective(self, stats, K: int, num_classes: int) -> "_Objective":
-        """The problem in the optimizer's space, as a picklable :class:`_Objective`."""
+    def _wants_correlation(self, K: int, d: int) -> bool:
+        """Whether this fit preconditions with the feature correlation matrix (L2 only, no bounds,
+        ``K d^2 <= FULL_PRECONDITIONER_ENTRIES``)."""
+        l1 = self.getRegParam() * self.getElasticNetParam()
+        return l1 == 0 and not self._has_bounds() and K * d * d <= FULL_PRECONDITIONER_ENTRIES
+
+    def _objective(self, stats, K: int, num_classes: int, scatter=None) -> "_Objective":
+        """The problem in the optimizer's space, as a picklable :class:`_Objective`; ``scatter``
+        (``sum_i w_i x_i x_i^T``, ``(d, d)``) turns on the full preconditioner."""
         d = stats.num_features
         std = stats.std
         inv_std = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
@@ -585,28 +614,59 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
         init = None
         if getattr(self, "_initial_model", None) is not None:
             init = self._initial_arrays(K, d)
+        # Curvature of the mean log-loss per class at the start (class priors p: p (1 - p)), the
+        # scale of the data part of the Hessian's diagonal in the standardized space.
+        prior = counts / max(float(counts.sum()), 1e-300)
+        if K == 1:
+            prior = prior[1:2]
+        curvature = np.maximum(prior * (1.0 - prior), 1e-3)
+        corr = None
+        if scatter is not None:
+            # Weighted second moments of the standardized (centred when fitting an intercept) features.
+            W = stats.weight_sum
+            corr = (scatter / W - np.outer(mu, mu)) * np.outer(inv_std, inv_std)
         return _Objective(
             K=K, d=d, inv_std=inv_std, std=std, mu=mu, fit_b=fit_b, l1=lam * alpha, l2=lam * (1.0 - alpha),
             pen1=np.tile(pen1, K), pen2=np.tile(pen2, K), multinomial=K > 1 or num_classes > 2,
             W=stats.weight_sum, b0=b0, init=init, coef_bounds=bounds, tol=self.getTol(),
-            max_iter=self.getMaxIter(), centre_result=lam == 0.0,
+            max_iter=self.getMaxIter(), centre_result=lam == 0.0, curvature=curvature, corr=corr,
         )
 
 class _Objective:
     """Penalised objective and L-BFGS-B driver in the optimizer's space (picklable: it runs
     on the driver for map-reduce and on every barrier task for allreduce).
 
-    Variables: ``[beta_s (K*d), b_c (K if fitIntercept)]``, or with L1
-    ``[beta+ (K*d), beta- (K*d), b_c]`` (``beta_s = beta+ - beta-``, both bounded
-    below by 0).  ``beta_s = coef * std`` (scaled) and ``b_c = b + coef . mu``
-    (centred: margins are ``sum_j beta_s_j (x_j - mu_j) / std_j + b_c``, so sparse
-    blocks stay sparse).  ``sums(coef, b)`` must return the raw weighted sums
-    ``(loss, d loss / d b (K,), d loss / d coef (K, d))`` over all rows.
+    Variables: ``[u (K*d), b_c (K if fitIntercept)]``, or with L1
+    ``[u+ (K*d), u- (K*d), b_c]`` (``u = u+ - u-``, both bounded below by 0), where
+    ``u = beta_s * D``: ``beta_s = coef * std`` are the coefficients in the standardized
+    space (as MLlib optimizes) and ``b_c = b + coef . mu`` the centred intercepts (margins
+    are ``sum_j beta_s_j (x_j - mu_j) / std_j + b_c``, so sparse blocks stay sparse).
+
+    ``D`` is a diagonal preconditioner: ``D_j = sqrt((h + l2 pen2_j) / (h + l2))`` with
+    ``h = p (1 - p)`` the log-loss curvature at the class prior.  With
+    ``standardization=True`` every ``pen2_j`` is 1 and ``D = 1`` (MLlib's own space).  With
+    ``standardization=False`` the L2 penalty in the standardized space is
+    ``l2 beta_s_j^2 / std_j^2``, whose weights span the squared ratio of the feature scales
+    (1e10 on breast_cancer): the Hessian's diagonal then does too, and L-BFGS (ours and
+    MLlib's) stalls far from the optimum within maxIter.  ``D`` equalizes that diagonal, so
+    the conditioning no longer depends on the feature scales.
+
+    With ``corr`` (the ``(d, d)`` second moments of the standardized features; L2 fits
+    without bounds) the preconditioner is full: ``u_k = L_k^T beta_s_k`` with ``L_k`` the
+    Cholesky factor of the start's Hessian block ``(h_k corr + l2 diag(pen2)) / (h_k + l2)``,
+    so that strongly correlated features (breast_cancer's radius, perimeter and area) do
+    not slow L-BFGS down either.  ``sums(coef, b)`` must return the raw weighted sums
+    ``(loss, d loss / d b (K,), d loss / d coef (K, d))``.
     """
 
     def __init__(self, *, K, d, inv_std, std, mu, fit_b, l1, l2, pen1, pen2, multinomial, W, b0, init,
-                 coef_bounds, tol, max_iter, centre_result):
+                 coef_bounds, tol, max_iter, centre_result, curvature=None, corr=None):
         self.K, self.d = K, d
+        hk = np.ones(K) * 0.25 if curvature is None else np.asarray(curvature, dtype=np.float64)
+        h = np.repeat(hk, d)
+        self.D = np.sqrt((h + l2 * pen2) / (h + l2))
+        self.L = None if corr is None or l1 > 0 or coef_bounds is not None else _cholesky_blocks(
+            corr, hk, l2, pen2[:d])
         self.inv_std, self.mu = inv_std, mu
         self.fit_b, self.l1, self.l2 = fit_b, l1, l2
         self.pen1, self.pen2 = pen1, pen2
@@ -627,8 +687,8 @@ class _Objective:
             lbB, ubB, lbb, ubb = coef_bounds
             scale = np.tile(std, K)
             ok = scale > 0
-            lo[:n][ok] = (lbB.ravel() * scale)[ok]
-            hi[:n][ok] = (ubB.ravel() * scale)[ok]
+            lo[:n][ok] = (lbB.ravel() * scale * self.D)[ok]
+            hi[:n][ok] = (ubB.ravel() * scale * self.D)[ok]
             if fit_b:
                 lo[nvar - K :] = lbb
                 hi[nvar - K :] = ubb
@@ -638,7 +698,7 @@ class _Objective:
             x0[nvar - self.nb :] = b0
         if init is not None:
             coef0, b_init = init
-            beta0 = (coef0 * std).ravel()
+            beta0 = self._to_u(coef0 * std)
             if self.use_l1:
                 x0[:n], x0[n : 2 * n] = np.maximum(beta0, 0.0), np.maximum(-beta0, 0.0)
             else:
@@ -647,11 +707,38 @@ class _Objective:
                 x0[nvar - K :] = b_init + coef0 @ mu
         self.x0 = np.clip(x0, lo, hi)  # MLlib moves the start inside the bounds
 
+    def _to_u(self, beta: np.ndarray) -> np.ndarray:
+        """Standardized-space coefficients ``(K, d)`` -> the optimizer's variables ``(K*d,)``."""
+        if self.L is None:
+            return beta.ravel() * self.D
+        return np.concatenate([Lk.T @ bk for Lk, bk in zip(self.L, beta)])
+
+    def _grad_u(self, g: np.ndarray) -> np.ndarray:
+        """A gradient with respect to ``beta_s`` ``(K*d,)`` -> with respect to ``u``."""
+        if self.L is None:
+            return g / self.D
+        from scipy.linalg import solve_triangular
+
+        G = g.reshape(self.K, self.d)
+        return np.concatenate([solve_triangular(Lk, gk, lower=True) for Lk, gk in zip(self.L, G)])
+
+    def _grad_beta(self, gu: np.ndarray) -> np.ndarray:
+        """A gradient with respect to ``u`` ``(K*d,)`` -> with respect to ``beta_s`` (for the stop test)."""
+        if self.L is None:
+            return gu * self.D
+        G = gu.reshape(self.K, self.d)
+        return np.concatenate([Lk @ gk for Lk, gk in zip(self.L, G)])
+
     def unpack(self, x: np.ndarray):
         n = self.n
-        beta = x[:n] - x[n : 2 * n] if self.use_l1 else x[:n]
+        u = x[:n] - x[n : 2 * n] if self.use_l1 else x[:n]
         b = x[len(x) - self.nb :] if self.fit_b else np.zeros(self.K)
-        return beta.reshape(self.K, self.d), b
+        if self.L is None:
+            return (u / self.D).reshape(self.K, self.d), b
+        from scipy.linalg import solve_triangular
+
+        U = u.reshape(self.K, self.d)
+        return np.stack([solve_triangular(Lk, uk, lower=True, trans="T") for Lk, uk in zip(self.L, U)]), b
 
     def value_grad(self, x: np.ndarray, sums):
         n = self.n
@@ -665,10 +752,10 @@ class _Objective:
         f += 0.5 * self.l2 * float(np.sum(self.pen2 * bf * bf))
         g = g.ravel() + self.l2 * self.pen2 * bf
         if self.use_l1:
-            f += self.l1 * float(np.sum(self.pen1 * (x[:n] + x[n : 2 * n])))
-            grad = np.concatenate([g + self.l1 * self.pen1, -g + self.l1 * self.pen1])
+            f += self.l1 * float(np.sum(self.pen1 * (x[:n] + x[n : 2 * n]) / self.D))
+            grad = np.concatenate([g + self.l1 * self.pen1, -g + self.l1 * self.pen1]) / np.tile(self.D, 2)
         else:
-            grad = g
+            grad = self._grad_u(g)
         if self.fit_b:
             grad = np.concatenate([grad, gb / W])
         return f, grad
@@ -687,6 +774,12 @@ class _Objective:
 
         history: List[float] = [float(fun(self.x0)[0])]
         tol = self.tol
+        n, nb = self.n, self.nb
+
+        def to_beta(g):
+            if self.use_l1:
+                return np.concatenate([g[:n] * self.D, g[n : 2 * n] * self.D, g[2 * n :]])
+            return np.concatenate([self._grad_beta(g[:n]), g[n:]])
 
         def callback(intermediate_result):
             # The norm of the (projected) gradient is at most max(tol * f, 1e-8), or the objective
@@ -694,11 +787,12 @@ class _Objective:
             x = intermediate_result.x
             f = float(intermediate_result.fun)
             history.append(f)
+            log.info("LogisticRegression: iteration %d objective %.10g", len(history) - 1, f)
             if np.array_equal(last.get("x"), x):
                 g = last["g"]
                 if box:  # projected gradient: no descent through an active bound
                     g = np.where(((x <= self.lo) & (g > 0)) | ((x >= self.hi) & (g < 0)), 0.0, g)
-                if np.linalg.norm(g) <= max(tol * f, 1e-8):
+                if np.linalg.norm(to_beta(g)) <= max(tol * f, 1e-8):  # in the standardized space
                     raise StopIteration
             if len(history) > STOP_WINDOW and max(history[-STOP_WINDOW:]) - f <= tol * abs(history[0]):
                 raise StopIteration
@@ -725,6 +819,44 @@ class _Objective:
             if self.fit_b:
                 intercept = intercept - intercept.mean()
         return coef, intercept
+
+
+def _cholesky_blocks(corr: np.ndarray, h: np.ndarray, l2: float, pen2: np.ndarray):
+    """Per class ``k``: the lower Cholesky factor of ``(h_k corr + l2 diag(pen2)) / (h_k + l2)``
+    (constant features, whose rows and columns are zero, get 1 on the diagonal); ``None``
+    when a block is not numerically positive definite (then the diagonal preconditioner is used)."""
+    d = corr.shape[0]
+    out = []
+    for hk in h:
+        H = (hk * corr + np.diag(l2 * pen2)) / (hk + l2)
+        diag = np.diag(H).copy()
+        dead = diag <= 1e-12 * max(float(diag.max(initial=0.0)), 1e-300)
+        H[dead, :] = 0.0
+        H[:, dead] = 0.0
+        H[np.arange(d), np.arange(d)] = np.where(dead, 1.0, diag * (1.0 + 1e-10))
+        try:
+            out.append(np.linalg.cholesky(H))
+        except np.linalg.LinAlgError:
+            return None
+    return out
+
+
+def _scatter(blocks_df, d: int, depth: int, num_partitions: int) -> np.ndarray:
+    """``sum_i w_i x_i x_i^T`` ``(d, d)`` over the cached training blocks (one Spark job)."""
+
+    def partial(batches):
+        S = np.zeros((d, d))
+        for X, _, w in iter_blocks(batches):
+            if X.shape[0] == 0:
+                continue
+            if sp.issparse(X):
+                S += np.asarray((X.T @ sp.diags(w) @ X).todense())
+            else:
+                S += X.T @ (X * w[:, None])
+        return [S]
+
+    arrays, _ = tree_aggregate(blocks_df, partial, depth=depth, num_partitions=num_partitions)
+    return arrays[0]
 
 
 def _block_sums(blocks, coef: np.ndarray, b: np.ndarray, multinomial: bool) -> List[np.ndarray]:
@@ -948,6 +1080,31 @@ def _predict_block(X, B: np.ndarray, b: np.ndarray, threshold: float, thresholds
     return M, P, np.argmax(scaled, axis=1).astype(np.float64)
 
 
+def _compressed_matrix(B: np.ndarray) -> Matrix:
+    """Spark's ``Matrix.compressed`` of the row-major ``B``: dense if that is no larger than
+    the smaller sparse layout (12 bytes a value and index, 4 a pointer, 3 array headers), else
+    CSC if no larger than CSR, else CSR (``isTransposed``)."""
+    rows, cols = B.shape
+    nnz = int(np.count_nonzero(B))
+    dense = 8 * rows * cols + 12
+    csc = 12 * nnz + 4 * (cols + 1) + 36
+    csr = 12 * nnz + 4 * (rows + 1) + 36
+    if dense <= min(csc, csr):
+        return DenseMatrix(rows, cols, B.ravel().tolist(), isTransposed=True)
+    major = B if csr < csc else B.T  # CSR of B, or CSR of B^T = CSC of B
+    ptr = np.concatenate([[0], np.cumsum(np.count_nonzero(major, axis=1))]).astype(int)
+    r, c = np.nonzero(major)
+    return SparseMatrix(rows, cols, ptr.tolist(), c.tolist(), major[r, c].tolist(), isTransposed=int(csr < csc))
+
+
+def _compressed_vector(v: np.ndarray) -> Vector:
+    """Spark's ``Vector.compressed``: sparse when ``1.5 * (nnz + 1) < size``."""
+    nz = np.flatnonzero(v)
+    if 1.5 * (len(nz) + 1.0) < len(v):
+        return SparseVector(len(v), nz.tolist(), v[nz].tolist())
+    return DenseVector(v)
+
+
 def _sigmoid(m: np.ndarray) -> np.ndarray:
     from scipy.special import expit
 
@@ -988,34 +1145,24 @@ def _check_stats(stats, fcol: str, lcol: str, wcol: Optional[str], family: str =
         )
 
 
-class LogisticRegressionTrainingSummary:
-    """Training summary, as MLlib's.
+class LogisticRegressionSummary:
+    """Metrics of a model on a DataFrame, as MLlib's ``LogisticRegressionSummary``: what
+    ``model.evaluate(df)`` returns (and the base of the training summary).
 
-    Available at once: ``objectiveHistory`` (objective at the start and after each
-    L-BFGS iteration), ``totalIterations`` (``len(objectiveHistory) - 1``, as MLlib),
-    ``numInstances``, ``trainingSeconds``, ``solverUsed`` ("mapreduce" or "allreduce"),
-    ``allreduceBackend`` ("gloo", "spark", "local" for a single task, or None).
-
-    Computed on first access from the model's predictions on the training
-    DataFrame (weighted by ``weightCol`` when set): ``predictions``,
-    ``labels``, ``accuracy``, ``precisionByLabel``, ``recallByLabel``,
-    ``fMeasureByLabel(beta=1.0)`` (lists indexed by label), ``weightedPrecision``,
-    ``weightedRecall`` (one ``groupBy`` job for the confusion matrix), and for
-    binomial models ``areaUnderROC`` (Spark's ``BinaryClassificationEvaluator``
-    on the raw predictions, as MLlib's summary).  A label never predicted has
-    precision 0 (MLlib's convention).
+    Computed on first access from the model's predictions on the DataFrame
+    (weighted by ``weightCol`` when set): ``predictions``, ``labels``,
+    ``accuracy``, ``precisionByLabel``, ``recallByLabel`` (= ``truePositiveRateByLabel``),
+    ``falsePositiveRateByLabel``, ``fMeasureByLabel(beta=1.0)`` (lists indexed by label),
+    ``weightedPrecision``, ``weightedRecall``, ``weightedFMeasure(beta=1.0)``,
+    ``weightedTruePositiveRate``, ``weightedFalsePositiveRate`` (all from one ``groupBy``
+    job for the confusion matrix), and for binomial models ``areaUnderROC`` (Spark's
+    ``BinaryClassificationEvaluator`` on the raw predictions, as MLlib's summary).  A label
+    never predicted has precision 0 (MLlib's convention).  Column names: ``labelCol``,
+    ``featuresCol``, ``predictionCol``, ``probabilityCol``, ``weightCol``.
     """
 
-    def __init__(self, objectiveHistory: List[float], numInstances: int, trainingSeconds: float,
-                 model=None, dataset=None, labelCol: str = "label", weightCol: Optional[str] = None,
-                 numClasses: int = 2, solverUsed: str = "mapreduce", allreduceBackend: Optional[str] = None):
-        self.objectiveHistory = list(objectiveHistory)
-        # MLlib counts the iterations after the initial point: history length - 1.
-        self.totalIterations = max(len(self.objectiveHistory) - 1, 0)
-        self.solverUsed = solverUsed
-        self.allreduceBackend = allreduceBackend
-        self.numInstances = numInstances
-        self.trainingSeconds = trainingSeconds
+    def __init__(self, model=None, dataset=None, labelCol: str = "label", weightCol: Optional[str] = None,
+                 numClasses: int = 2):
         self._model = model
         self._dataset = dataset
         self._lcol = labelCol
@@ -1025,10 +1172,30 @@ class LogisticRegressionTrainingSummary:
         self._auc: Optional[float] = None
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(totalIterations={self.totalIterations}, "
-            f"finalObjective={self.objectiveHistory[-1]:.6g})"
-        )
+        return f"{type(self).__name__}(numClasses={self._k}, labelCol={self._lcol!r})"
+
+    @property
+    def labelCol(self) -> str:
+        return self._lcol
+
+    @property
+    def weightCol(self) -> Optional[str]:
+        return self._wcol
+
+    @property
+    def featuresCol(self) -> str:
+        self._need_data()
+        return self._model.getFeaturesCol()
+
+    @property
+    def predictionCol(self) -> str:
+        self._need_data()
+        return self._model.getPredictionCol()
+
+    @property
+    def probabilityCol(self) -> str:
+        self._need_data()
+        return self._model.getProbabilityCol()
 
     def _need_data(self):
         if self._model is None or self._dataset is None:
@@ -1096,14 +1263,39 @@ class LogisticRegressionTrainingSummary:
         return out
 
     @property
+    def truePositiveRateByLabel(self) -> List[float]:
+        return self.recallByLabel
+
+    @property
+    def falsePositiveRateByLabel(self) -> List[float]:
+        """Per label: weight of the other labels' rows predicted as it / weight of the other labels' rows."""
+        cm = self.confusionMatrix
+        total, row, col = cm.sum(), cm.sum(axis=1), cm.sum(axis=0)
+        return [float((col[k] - cm[k, k]) / (total - row[k])) if total - row[k] > 0 else 0.0
+                for k in range(self._k)]
+
+    def _label_share(self) -> np.ndarray:
+        cm = self.confusionMatrix
+        return cm.sum(axis=1) / cm.sum()
+
+    @property
     def weightedPrecision(self) -> float:
-        share = self.confusionMatrix.sum(axis=1) / self.confusionMatrix.sum()
-        return float(share @ np.array(self.precisionByLabel))
+        return float(self._label_share() @ np.array(self.precisionByLabel))
 
     @property
     def weightedRecall(self) -> float:
-        share = self.confusionMatrix.sum(axis=1) / self.confusionMatrix.sum()
-        return float(share @ np.array(self.recallByLabel))
+        return float(self._label_share() @ np.array(self.recallByLabel))
+
+    @property
+    def weightedTruePositiveRate(self) -> float:
+        return self.weightedRecall
+
+    @property
+    def weightedFalsePositiveRate(self) -> float:
+        return float(self._label_share() @ np.array(self.falsePositiveRateByLabel))
+
+    def weightedFMeasure(self, beta: float = 1.0) -> float:
+        return float(self._label_share() @ np.array(self.fMeasureByLabel(beta)))
 
     @property
     def areaUnderROC(self) -> float:
@@ -1122,7 +1314,36 @@ class LogisticRegressionTrainingSummary:
         return self._auc
 
 
-#: The summary class of binomial models (MLlib's name).
+class LogisticRegressionTrainingSummary(LogisticRegressionSummary):
+    """Training summary, as MLlib's: the metrics of :class:`LogisticRegressionSummary` on the
+    training DataFrame, plus, available at once: ``objectiveHistory`` (objective at the start
+    and after each L-BFGS iteration), ``totalIterations`` (``len(objectiveHistory) - 1``, as
+    MLlib), ``numInstances``, ``trainingSeconds``, ``solverUsed`` ("mapreduce", "allreduce" or
+    "sgd"), ``allreduceBackend`` ("gloo", "spark", "local" for a single task, or None).
+    """
+
+    def __init__(self, objectiveHistory: List[float], numInstances: int, trainingSeconds: float,
+                 model=None, dataset=None, labelCol: str = "label", weightCol: Optional[str] = None,
+                 numClasses: int = 2, solverUsed: str = "mapreduce", allreduceBackend: Optional[str] = None):
+        super().__init__(model, dataset, labelCol, weightCol, numClasses)
+        self.objectiveHistory = list(objectiveHistory)
+        # MLlib counts the iterations after the initial point: history length - 1.
+        self.totalIterations = max(len(self.objectiveHistory) - 1, 0)
+        self.solverUsed = solverUsed
+        self.allreduceBackend = allreduceBackend
+        self.numInstances = numInstances
+        self.trainingSeconds = trainingSeconds
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(totalIterations={self.totalIterations}, "
+            f"finalObjective={self.objectiveHistory[-1]:.6g}, numInstances={self.numInstances}, "
+            f"solverUsed={self.solverUsed!r})"
+        )
+
+
+#: The summary classes of binomial models (MLlib's names).
+BinaryLogisticRegressionSummary = LogisticRegressionSummary
 BinaryLogisticRegressionTrainingSummary = LogisticRegressionTrainingSummary
 
 
@@ -1268,10 +1489,31 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
         return self
 
     @property
-    def coefficients(self) -> DenseVector:
+    def coefficients(self) -> Vector:
+        """Binomial models: the ``d`` coefficients, in MLlib's compressed form (a ``SparseVector``
+        when that is smaller, e.g. after L1 or on hashed features, else a ``DenseVector``)."""
         if self._B is not None:
             raise AttributeError("Multinomial models contain a matrix of coefficients, use coefficientMatrix instead.")
+        m = self.coefficientMatrix
+        if isinstance(m, SparseMatrix):
+            return SparseVector(m.numCols, m.rowIndices, m.values)
         return DenseVector(self._coef)
+
+    def __repr__(self) -> str:
+        return f"LogisticRegressionModel: uid={self.uid}, numClasses={self.numClasses}, numFeatures={self.numFeatures}"
+
+    def evaluate(self, dataset) -> LogisticRegressionSummary:
+        """Metrics of this model on ``dataset`` (needs ``featuresCol`` and ``labelCol``; weighted by
+        ``weightCol`` when set), as MLlib's ``evaluate``: a :class:`LogisticRegressionSummary`
+        whose metrics are computed by Spark jobs on first access.  Raises ``ValueError`` naming
+        a missing column, ``TypeError`` for a column of the wrong type."""
+        check_vector_column(dataset.schema, self.getFeaturesCol(), "featuresCol")
+        check_numeric_column(dataset.schema, self.getLabelCol(), "labelCol")
+        wcol = self._weight_col()
+        if wcol:
+            check_numeric_column(dataset.schema, wcol, "weightCol")
+        return LogisticRegressionSummary(model=self, dataset=dataset, labelCol=self.getLabelCol(),
+                                         weightCol=wcol, numClasses=self.numClasses)
 
     @property
     def intercept(self) -> float:
@@ -1280,13 +1522,15 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Model
         return self._intercept
 
     @property
-    def coefficientMatrix(self) -> DenseMatrix:
-        B, _ = self._matrix()
-        return DenseMatrix(B.shape[0], B.shape[1], B.ravel().tolist(), isTransposed=True)
+    def coefficientMatrix(self) -> Matrix:
+        """``K x d`` (``1 x d`` when binomial), in MLlib's compressed form: the smallest of dense
+        and sparse row- or column-major storage (``Matrix.compressed`` in Spark)."""
+        return _compressed_matrix(self._matrix()[0])
 
     @property
-    def interceptVector(self) -> DenseVector:
-        return DenseVector(self._matrix()[1])
+    def interceptVector(self) -> Vector:
+        """``K`` intercepts (1 when binomial), compressed as MLlib's (sparse when that is smaller)."""
+        return _compressed_vector(self._matrix()[1])
 
     @property
     def numClasses(self) -> int:

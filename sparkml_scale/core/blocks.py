@@ -69,14 +69,14 @@ def _row(kind: int, pid: int, payload: bytes, error: Optional[str], nulls: int) 
     )
 
 
-def _chunks(X: Block):
-    """Row ranges of ``X`` of about BLOCK_BYTES each."""
+def _chunks(X: Block, block_bytes: int = BLOCK_BYTES):
+    """Row ranges of ``X`` of about ``block_bytes`` each."""
     n = X.shape[0]
     if sp.issparse(X):
         per_row = max(1, X.nnz // max(n, 1)) * 12 + 16
     else:
         per_row = X.shape[1] * 8 + 16
-    step = max(1, BLOCK_BYTES // per_row)
+    step = max(1, block_bytes // per_row)
     for s in range(0, n, step):
         yield s, min(n, s + step)
 
@@ -139,14 +139,17 @@ def make_blocks(
     num_label_slots: int = 2,
     check_labels: bool = True,
     depth: int = 2,
+    block_bytes: int = 0,
 ) -> TrainingBlocks:
     """Convert and cache ``df``'s training columns; compute their statistics in the same pass.
 
     Labels are checked to be integers in ``[0, num_label_slots)`` when
     ``check_labels``.  The first vector error (a size other than the first row's) is raised here as
     ``VectorColumnError``; other problems are counted in the statistics for the
-    caller to report.  Call ``unpersist()`` on the result when done.
+    caller to report.  Rows are stacked into blocks of about ``block_bytes`` (0: BLOCK_BYTES,
+    2 MiB), within each partition.  Call ``unpersist()`` on the result when done.
     """
+    block_bytes = int(block_bytes) if block_bytes and block_bytes > 0 else BLOCK_BYTES
     from pyspark.sql import functions as F
 
     # The first vector's size is every partition's reference: sizes that differ between
@@ -213,7 +216,7 @@ def make_blocks(
                 ok = np.isfinite(y) & (y >= 0) & (y < K) & (y == np.floor(y))
                 meta[4] += (~ok).sum()
                 counts += np.bincount(y[ok].astype(np.int64), weights=wc[ok], minlength=K)[:K]
-            for s, e in _chunks(X):
+            for s, e in _chunks(X, block_bytes):
                 yield _row(0, 0, _encode_block(X[s:e], y[s:e], w[s:e]), None, 0)
         payload = encode_arrays([meta, s1, s2, counts]) if s1 is not None else b""
         yield _row(1, _partition_id(), payload, error, nulls)
