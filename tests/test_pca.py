@@ -45,26 +45,48 @@ def _match_signs(a, b):
     return b * s
 
 
+def _assert_same_as_mllib(spark, X, k, sparse=False):
+    """Our exact PCA equals MLlib's on X: components with their signs, explained variance and
+    the projections of transform (no sign matching anywhere)."""
+    from pyspark.ml.feature import PCA as MLlibPCA
+
+    df = _vec_frame(spark, X, sparse=sparse)
+    ref = MLlibPCA(k=k, inputCol="features", outputCol="p").fit(df)
+    ours = PCA(k=k, inputCol="features", outputCol="p").fit(df)
+    assert ours.methodUsed == "exact"
+    a, b = ref.pc.toArray(), ours.pc.toArray()
+    assert b.shape == (X.shape[1], k)
+    assert np.all((a * b).sum(axis=0) > 0.999), f"component signs differ from MLlib's: {np.sign((a * b).sum(axis=0))}"
+    np.testing.assert_allclose(b, a, atol=1e-9)
+    np.testing.assert_allclose(ours.explainedVariance.toArray(), ref.explainedVariance.toArray(), atol=1e-12)
+    # transform: pc^T x without centring, as MLlib's PCAModel
+    ya, yb = _collect(ref.transform(df), "p"), _collect(ours.transform(df), "p")
+    np.testing.assert_allclose(yb, ya, atol=1e-10 * np.abs(ya).max())
+    df.unpersist()
+
+
 @pytest.mark.skipif(CONNECT, reason="MLlib reference fits run in the classic session")
 @pytest.mark.parametrize("sparse", [False, True])
 def test_exact_matches_mllib(spark, digits, sparse):
-    from pyspark.ml.feature import PCA as MLlibPCA
+    _assert_same_as_mllib(spark, digits, 10, sparse=sparse)
 
-    df = _vec_frame(spark, digits, sparse=sparse)
-    ref = MLlibPCA(k=10, inputCol="features", outputCol="p").fit(df)
-    ours = PCA(k=10, inputCol="features", outputCol="p", method="exact").fit(df)
-    assert ours.methodUsed == "exact"
-    a, b = ref.pc.toArray(), ours.pc.toArray()
-    assert b.shape == (64, 10)
-    np.testing.assert_allclose(_match_signs(a, b), a, atol=1e-8)
-    np.testing.assert_allclose(ours.explainedVariance.toArray(), ref.explainedVariance.toArray(), atol=1e-8)
-    # transform: pc^T x without centring, as MLlib's PCAModel
-    np.testing.assert_allclose(
-        _match_signs(_collect(ref.transform(df), "p"), _collect(ours.transform(df), "p")),
-        _collect(ref.transform(df), "p"),
-        atol=1e-7,
-    )
-    df.unpersist()
+
+def _unseen(name):
+    from sklearn import datasets
+
+    if name == "gaussian":
+        rng = np.random.default_rng(2024)
+        return rng.standard_normal((400, 12)) @ rng.standard_normal((12, 12)) + rng.normal(0, 5, 12)
+    return getattr(datasets, f"load_{name}")().data.astype(np.float64)
+
+
+@pytest.mark.skipif(CONNECT, reason="MLlib reference fits run in the classic session")
+@pytest.mark.parametrize("name, k", [("iris", 4), ("wine", 13), ("breast_cancer", 10), ("gaussian", 12)])
+def test_component_signs_match_mllib_on_other_data(spark, name, k):
+    """MLlib takes U of LAPACK dgesdd on the covariance; ours does too, so the signs (and the
+    projections users get) agree on data the method was not developed on (k = d for iris, wine
+    and the Gaussian: MLlib's k == n branch)."""
+    _assert_same_as_mllib(spark, _unseen(name), k)
 
 
 @pytest.mark.connect
@@ -207,3 +229,54 @@ def test_bad_input(spark, digits_df):
     with pytest.raises(VectorColumnError, match="'features'.*different sizes"):
         PCA(k=1, inputCol="features", outputCol="p", method="exact").fit(mixed)
     # null vectors, NaN, empty data, one row, k > d: tests/test_bad_input.py
+
+
+class _Gram:
+    """The part of GramStats that _covariance_svd reads, from an in-memory matrix."""
+
+    def __init__(self, X):
+        self.count = len(X)
+        self.num_features = X.shape[1]
+        self._S = (X - X.mean(0)).T @ (X - X.mean(0))
+
+    def centered_scatter(self):
+        return self._S.copy()
+
+
+def test_covariance_svd_paths(monkeypatch, caplog):
+    """Driver-side solver: LAPACK dgesdd's U (MLlib's), dgesvd if dgesdd does not converge (with a
+    warning), and eigh with largest-entry-positive signs above EXACT_MAX_FEATURES."""
+    import scipy.linalg
+
+    from sparkml_scale.feature import pca as pca_mod
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(60, 6)) @ rng.normal(size=(6, 6))
+    C = np.cov(X, rowvar=False)
+    U, s, _ = scipy.linalg.svd(C, lapack_driver="gesdd")
+    vec, eig, total = pca_mod._covariance_svd(_Gram(X), 3)
+    np.testing.assert_allclose(vec, U[:, :3], atol=1e-12)  # the signs too
+    np.testing.assert_allclose(eig, s[:3], rtol=1e-12)
+    assert total == pytest.approx(s.sum(), rel=1e-12)
+
+    real_svd = scipy.linalg.svd
+
+    def no_gesdd(a, *args, lapack_driver="gesdd", **kw):
+        if lapack_driver == "gesdd":
+            raise np.linalg.LinAlgError("SVD did not converge")
+        return real_svd(a, *args, lapack_driver=lapack_driver, **kw)
+
+    monkeypatch.setattr(scipy.linalg, "svd", no_gesdd)
+    with caplog.at_level("WARNING", logger=pca_mod.__name__):
+        vec2, eig2, _ = pca_mod._covariance_svd(_Gram(X), 3)
+    assert "dgesvd" in caplog.text
+    np.testing.assert_allclose(eig2, s[:3], rtol=1e-10)
+    np.testing.assert_allclose(np.abs((vec2 * U[:, :3]).sum(0)), 1.0, atol=1e-10)
+    monkeypatch.undo()
+
+    monkeypatch.setattr(pca_mod, "EXACT_MAX_FEATURES", 5)
+    vec3, eig3, total3 = pca_mod._covariance_svd(_Gram(X), 3)
+    np.testing.assert_allclose(eig3, s[:3], rtol=1e-10)
+    assert total3 == pytest.approx(s.sum(), rel=1e-10)
+    np.testing.assert_allclose(np.abs((vec3 * U[:, :3]).sum(0)), 1.0, atol=1e-10)
+    assert np.all(vec3[np.argmax(np.abs(vec3), axis=0), np.arange(3)] > 0)

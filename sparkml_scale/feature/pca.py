@@ -1,13 +1,22 @@
-"""Distributed PCA: exact (one Gram pass + ``eigh``) and randomized (subspace iteration).
+"""Distributed PCA: exact (one Gram pass + SVD of the covariance) and randomized (subspace iteration).
 
 Exact method
     One map-reduce pass accumulates the row count, column sums and the scatter
     ``X^T X`` of each Arrow batch with ``dsyrk`` (dense) or a CSR product
     (sparse), tree-aggregated (:func:`sparkml_scale.core.gram.gram_pass`); the
-    driver forms the covariance ``C = (X^T X - n mu mu^T) / (n - 1)`` and runs
-    ``numpy.linalg.eigh``.  Same definition as Spark MLlib's
-    ``RowMatrix.computePrincipalComponentsAndExplainedVariance`` (covariance with
-    ``n - 1``, explained variance = eigenvalue / sum of all eigenvalues).
+    driver forms the covariance ``C = (X^T X - n mu mu^T) / (n - 1)`` and takes
+    its SVD with LAPACK's ``dgesdd`` (``scipy.linalg.svd(C,
+    lapack_driver="gesdd")``): the components are the first ``k`` columns of
+    ``U``, the variances the singular values.  This is literally what Spark
+    MLlib's ``RowMatrix.computePrincipalComponentsAndExplainedVariance`` does
+    (covariance with ``n - 1``, Breeze ``svd(Cov)`` = ``dgesdd`` with
+    ``JOBZ='A'``, explained variance = singular value / sum of all singular
+    values), so the components come out with MLlib's signs, not just MLlib's
+    directions: ``dgesdd``'s signs follow from its Householder
+    bidiagonalisation of the whole ``C`` and no rule on the eigenvectors
+    alone reproduces them (an ``eigh`` of ``C`` flips about half of them).
+    The SVD costs 2-3x an ``eigh`` of the same ``d x d`` matrix (seconds at
+    ``d = 1000``), as in MLlib.
 
 Randomized method (wide data; MLlib refuses more than 65,535 columns)
     A first pass gets ``n``, the mean, the total variance (trace of ``C``) and
@@ -27,6 +36,19 @@ Randomized method (wide data; MLlib refuses more than 65,535 columns)
 ``method="auto"`` uses exact when ``d <= 4096``; otherwise it runs the
 moments pass, and then exact on the support if ``|S| <= 4096`` (a small Gram
 matrix), else randomized.
+
+Signs of the components
+    Exact on all ``d <= 4096`` columns: MLlib's (``dgesdd``'s ``U``, above).
+    Exact on the support ``S`` of wider data: ``dgesdd``'s ``U`` of the
+    covariance restricted to ``S`` (MLlib's when ``S`` is every column;
+    otherwise MLlib's SVD of the full ``d x d`` matrix with its zero rows can
+    pick other signs), or, for ``|S| > 4096`` (``method="exact"`` only),
+    ``eigh`` with each column's largest-magnitude entry positive.
+    Randomized: each column's largest-magnitude entry is positive.  The signs
+    ``dgesdd`` picks for the leading components also depend on the trailing
+    spectrum (changing only the small eigenvalues of ``C`` flips a leading
+    component in about 5% of random cases), which a method that only sees the
+    leading subspace cannot know.
 """
 from __future__ import annotations
 
@@ -67,7 +89,8 @@ class _PCAParams(HasInputCol, HasOutputCol, HasMaxIter, HasSeed, HasTol):
     method: "Param[str]" = Param(
         Params._dummy(),
         "method",
-        "eigensolver: 'auto', 'exact' (d x d covariance + eigh) or 'randomized' (subspace iteration)",
+        "eigensolver: 'auto', 'exact' (d x d covariance + LAPACK dgesdd, as MLlib) or 'randomized' "
+        "(subspace iteration)",
         typeConverter=TypeConverters.toString,
     )
     oversampling: "Param[int]" = Param(
@@ -128,8 +151,8 @@ class PCA(RecordsLineage, _PCAParams, Estimator, ParamsReadWrite):
     """Principal component analysis of a vector column, fitted by map-reduce.
 
     Drop-in for :class:`pyspark.ml.feature.PCA` (params ``k``, ``inputCol``,
-    ``outputCol``; same ``pc``/``explainedVariance`` up to the sign of each
-    component) with extra params:
+    ``outputCol``; the exact method gives MLlib's ``pc``, signs included, and
+    ``explainedVariance``, hence MLlib's ``transform``) with extra params:
 
     - ``method``: ``"auto"`` (default), ``"exact"``, ``"randomized"`` (see the module docstring);
     - ``oversampling`` (default 10), ``maxIter`` (default 20, randomized
@@ -139,8 +162,9 @@ class PCA(RecordsLineage, _PCAParams, Estimator, ParamsReadWrite):
     - ``whiten`` (default False): divide each projected component by ``sqrt(eigenvalue)``.
 
     Input: ``inputCol`` of ``VectorUDT`` (dense or sparse, all the same size ``d``).
-    Output model: ``pc`` (DenseMatrix ``d x k``, orthonormal columns, sign
-    fixed so that each column's largest-magnitude entry is positive),
+    Output model: ``pc`` (DenseMatrix ``d x k``, orthonormal columns; signs as
+    MLlib's LAPACK ``dgesdd`` gives them for the exact method, largest-magnitude
+    entry positive for the randomized one: see the module docstring),
     ``explainedVariance`` (DenseVector ``k``, fraction of the total variance),
     ``eigenvalues`` (variances along the components, float64), ``singularValues``
     (``sqrt(eigenvalues * (n - 1))``, as scikit-learn), ``mean`` (DenseVector ``d``),
@@ -228,7 +252,6 @@ class PCA(RecordsLineage, _PCAParams, Estimator, ParamsReadWrite):
             else:
                 res = self._randomized(dataset, col, dense, d, mom, k)
         pc, eig, total, mean, n, used = res
-        pc = _fix_signs(pc)
         model = PCAModel._create(pc, eig, total, mean, n, used)
         self._copyValues(model)
         return model
@@ -237,14 +260,14 @@ class PCA(RecordsLineage, _PCAParams, Estimator, ParamsReadWrite):
     def _exact(self, df, col, probe, d, k):
         g = gram_pass(df, col, probe=probe)
         _need_two_rows(g.count, col)
-        vec, eig, total = _eigh_desc(g)
-        return vec[:, :k], eig[:k], total, g.mean, g.count, "exact"
+        vec, eig, total = _covariance_svd(g, k)
+        return vec, eig, total, g.mean, g.count, "exact"
 
     def _exact_on_support(self, df, col, probe, mom, k):
-        """Exact eigenproblem restricted to the non-zero columns (the others have zero variance)."""
+        """Exact SVD restricted to the non-zero columns (the others have zero variance)."""
         _need_two_rows(mom.count, col)
         g = gram_pass(df, col, probe=probe, support=mom.support)
-        vec, eig, total = _eigh_desc(g)
+        vec, eig, total = _covariance_svd(g, k)
         pc, eig_k = _embed(vec[:, :k], eig[:k], mom.support, mom.num_features, k)
         return pc, eig_k, total, mom.mean, mom.count, "exact"
 
@@ -281,7 +304,7 @@ class PCA(RecordsLineage, _PCAParams, Estimator, ParamsReadWrite):
             prev = lead
             Q, _ = np.linalg.qr(Y)
         pc, eig_k = _embed(best[0], best[1], S, d, k)
-        return pc, eig_k, total, mean, n, "randomized"
+        return _fix_signs(pc), eig_k, total, mean, n, "randomized"
 
 
 def _embed(vec_s: np.ndarray, eig: np.ndarray, S: np.ndarray, d: int, k: int):
@@ -303,17 +326,45 @@ def _need_two_rows(n: int, col: str) -> None:
         raise ValueError(f"column {col!r} (inputCol): PCA needs at least 2 rows, got {n}")
 
 
-def _eigh_desc(g):
-    """Eigenvectors and eigenvalues of the covariance of Gram statistics ``g``, largest first,
-    and the total variance as MLlib counts it (sum of the singular values of the covariance,
-    i.e. of the absolute eigenvalues)."""
-    eig, vec = np.linalg.eigh(g.centered_scatter() / (g.count - 1))
-    order = np.argsort(eig)[::-1]
-    return vec[:, order], eig[order], float(np.abs(eig).sum())
+def _covariance_svd(g, k: int):
+    """MLlib's principal components of the covariance of Gram statistics ``g``.
+
+    Returns ``(U[:, :k], s[:k], sum(s))``: the SVD ``C = U diag(s) V^T`` of the
+    ``d x d`` covariance by LAPACK ``dgesdd`` with ``JOBZ='A'`` (Breeze's ``svd``
+    in ``RowMatrix.computePrincipalComponentsAndExplainedVariance``), so columns,
+    order and signs are MLlib's; ``s`` are the variances along the components
+    (the absolute eigenvalues of ``C``, largest first) and ``sum(s)`` is the total
+    MLlib divides by for ``explainedVariance``.  If ``dgesdd`` does not converge
+    (rare; MLlib then fails) ``dgesvd`` is used, with a warning: same values, the
+    signs may differ from MLlib's.  Above :data:`EXACT_MAX_FEATURES` columns
+    (``method="exact"`` on wider data), where ``dgesdd``'s ``4 d^2`` workspace
+    alone is 8 GiB at ``d = 16384``, ``numpy.linalg.eigh`` is used instead, with
+    each column's largest-magnitude entry made positive.
+    """
+    import scipy.linalg
+
+    def covariance():
+        return g.centered_scatter() / (g.count - 1)
+
+    d = g.num_features
+    if d > EXACT_MAX_FEATURES:
+        eig, vec = np.linalg.eigh(covariance())
+        order = np.argsort(np.abs(eig))[::-1][:k]
+        return _fix_signs(np.ascontiguousarray(vec[:, order])), np.abs(eig[order]), float(np.abs(eig).sum())
+    try:
+        U, s, _ = scipy.linalg.svd(covariance(), full_matrices=True, lapack_driver="gesdd", overwrite_a=True,
+                                   check_finite=False)
+    except np.linalg.LinAlgError:
+        log.warning("PCA: LAPACK dgesdd did not converge on the %d x %d covariance; using dgesvd "
+                    "(component signs may differ from MLlib's)", d, d)
+        U, s, _ = scipy.linalg.svd(covariance(), full_matrices=True, lapack_driver="gesvd", overwrite_a=True,
+                                   check_finite=False)
+    return np.ascontiguousarray(U[:, :k]), s[:k].copy(), float(s.sum())
 
 
 def _fix_signs(pc: np.ndarray) -> np.ndarray:
-    """Flip each column so that its largest-magnitude entry is positive (deterministic signs)."""
+    """Flip each column so that its largest-magnitude entry is positive (the randomized method's
+    deterministic signs; its Ritz vectors' own signs depend on the random start)."""
     if pc.size == 0:
         return pc
     idx = np.argmax(np.abs(pc), axis=0)
