@@ -1,4 +1,9 @@
 """Regression estimators."""
-from .linear_regression import LinearRegression, LinearRegressionModel, LinearRegressionTrainingSummary
+from .linear_regression import (
+    LinearRegression,
+    LinearRegressionModel,
+    LinearRegressionSummary,
+    LinearRegressionTrainingSummary,
+)
 
-__all__ = ["LinearRegression", "LinearRegressionModel", "LinearRegressionTrainingSummary"]
+__all__ = ["LinearRegression", "LinearRegressionModel", "LinearRegressionSummary", "LinearRegressionTrainingSummary"]

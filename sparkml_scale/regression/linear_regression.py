@@ -21,31 +21,52 @@ Arrow batch (:func:`sparkml_scale.core.gram.gram_pass`); the driver solves the
 the minimum-norm least-squares solution (``numpy.linalg.lstsq``, with a
 warning) when it is singular.
 
+MLlib's other params are accepted so that code written for
+``pyspark.ml.regression.LinearRegression`` runs unchanged: ``maxIter``, ``tol``
+and ``maxBlockSizeInMB`` (the solver is direct and reads Arrow batches: no
+iterations, no blocks), ``epsilon`` (used by the huber loss only), and
+``elasticNetParam`` (any value in [0, 1] while ``regParam = 0``, where the
+objective has no penalty).  Values this solver cannot honour raise a
+``ValueError`` naming the param: ``loss="huber"``, ``solver="l-bfgs"``,
+``elasticNetParam > 0`` with ``regParam > 0`` (L1 needs an iterative solver).
+
+``LinearRegressionModel.write().format("pmml")`` exports the model as a PMML
+4.4 ``RegressionModel`` (the document MLlib writes: fields ``field_0`` ...,
+``target``, one ``RegressionTable``).
+
 Reference: Spark MLlib ``WeightedLeastSquares.scala`` and ``LinearRegression.scala``
-(``mllib/src/main/scala/org/apache/spark/ml/optim``, ``.../ml/regression``).
+(``mllib/src/main/scala/org/apache/spark/ml/optim``, ``.../ml/regression``), and
+``mllib/pmml/export/GeneralizedLinearPMMLModelExport.scala``.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
+import uuid
 import warnings
-from typing import Any, Dict, Optional
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
-from pyspark.ml.linalg import Vector
+from pyspark.ml.linalg import Vector, Vectors
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasAggregationDepth,
+    HasElasticNetParam,
     HasFeaturesCol,
     HasFitIntercept,
     HasLabelCol,
+    HasMaxBlockSizeInMB,
+    HasMaxIter,
     HasPredictionCol,
     HasRegParam,
     HasStandardization,
+    HasTol,
     HasWeightCol,
 )
 from pyspark.sql import DataFrame
@@ -54,12 +75,20 @@ from pyspark.sql import types as T
 from ..core.arrow import map_valid, vectors_to_block
 from ..core.gram import gram_pass, probe_vectors
 from ..core.linear import LinearModelMixin
-from ..core.persistence import ParamsReadWrite
+from .._version import __version__
+from ..core.persistence import ParamsReadWrite, ParamsWriter
 from ..core.lineage import RecordsLineage
 from ..core.session import vector_arrow_udf
 from ..core.schema import check_new_column, check_numeric_column, check_vector_column
 
-__all__ = ["LinearRegression", "LinearRegressionModel", "LinearRegressionTrainingSummary", "MAX_NUM_FEATURES"]
+__all__ = [
+    "LinearRegression",
+    "LinearRegressionModel",
+    "LinearRegressionSummary",
+    "LinearRegressionTrainingSummary",
+    "LinearRegressionModelWriter",
+    "MAX_NUM_FEATURES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +100,50 @@ class _LinearRegressionParams(
     HasFeaturesCol,
     HasLabelCol,
     HasPredictionCol,
+    HasMaxIter,
     HasRegParam,
+    HasTol,
+    HasElasticNetParam,
     HasFitIntercept,
     HasStandardization,
     HasWeightCol,
     HasAggregationDepth,
+    HasMaxBlockSizeInMB,
 ):
     solver: "Param[str]" = Param(
         Params._dummy(),
         "solver",
-        "solver: 'auto' or 'normal' (both solve the normal equations from one Gram pass)",
+        "solver: 'auto' or 'normal' (both solve the normal equations from one Gram pass); "
+        "MLlib's 'l-bfgs' is not offered",
         typeConverter=TypeConverters.toString,
+    )
+    loss: "Param[str]" = Param(
+        Params._dummy(),
+        "loss",
+        "the loss function to be optimized: 'squaredError' (MLlib's 'huber' is not offered)",
+        typeConverter=TypeConverters.toString,
+    )
+    epsilon: "Param[float]" = Param(
+        Params._dummy(),
+        "epsilon",
+        "the shape parameter of the huber loss (> 1.0; only used when loss is 'huber', as in MLlib)",
+        typeConverter=TypeConverters.toFloat,
     )
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._setDefault(regParam=0.0, fitIntercept=True, standardization=True, solver="auto", aggregationDepth=2,
-                         featuresCol="features", labelCol="label", predictionCol="prediction")
+                         featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
+                         tol=1e-6, elasticNetParam=0.0, loss="squaredError", epsilon=1.35, maxBlockSizeInMB=0.0)
 
     def getSolver(self) -> str:
         return self.getOrDefault(self.solver)
+
+    def getLoss(self) -> str:
+        return self.getOrDefault(self.loss)
+
+    def getEpsilon(self) -> float:
+        return self.getOrDefault(self.epsilon)
 
     def _weight_col(self) -> Optional[str]:
         return self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
@@ -105,6 +158,28 @@ class _LinearRegressionParams(
             )
         if self.getAggregationDepth() < 1:
             raise ValueError(f"param 'aggregationDepth' must be >= 1, got {self.getAggregationDepth()}")
+        en = self.getElasticNetParam()
+        if not 0.0 <= en <= 1.0:
+            raise ValueError(f"param 'elasticNetParam' must be in [0, 1], got {en}")
+        if en > 0 and self.getRegParam() > 0:
+            raise ValueError(
+                f"param 'elasticNetParam' = {en} with regParam = {self.getRegParam()} asks for an L1 penalty, "
+                "which this LinearRegression does not offer (L2 only: set elasticNetParam=0.0; MLlib fits L1 with "
+                "an iterative OWL-QN solver)"
+            )
+        if self.getLoss() != "squaredError":
+            if self.getLoss() == "huber":
+                raise ValueError("param 'loss' = 'huber' is not supported: this LinearRegression fits "
+                                 "loss='squaredError' only (MLlib fits huber with l-bfgs)")
+            raise ValueError(f"param 'loss' must be 'squaredError', got {self.getLoss()!r}")
+        if not self.getEpsilon() > 1.0 or math.isinf(self.getEpsilon()):
+            raise ValueError(f"param 'epsilon' must be finite and > 1.0, got {self.getEpsilon()}")
+        if self.getMaxIter() < 0:
+            raise ValueError(f"param 'maxIter' must be >= 0, got {self.getMaxIter()}")
+        if not self.getTol() >= 0:
+            raise ValueError(f"param 'tol' must be >= 0, got {self.getTol()}")
+        if not self.getMaxBlockSizeInMB() >= 0:
+            raise ValueError(f"param 'maxBlockSizeInMB' must be >= 0, got {self.getMaxBlockSizeInMB()}")
 
 
 class LinearRegression(RecordsLineage, _LinearRegressionParams, Estimator, ParamsReadWrite):
@@ -112,10 +187,13 @@ class LinearRegression(RecordsLineage, _LinearRegressionParams, Estimator, Param
 
     A drop-in for :class:`pyspark.ml.regression.LinearRegression` with
     ``solver="normal"`` and ``elasticNetParam=0``: same params and defaults
-    (``featuresCol``, ``labelCol``, ``predictionCol``, ``regParam``=0.0,
-    ``fitIntercept``=True, ``standardization``=True, ``weightCol``,
-    ``solver``="auto", ``aggregationDepth``=2) and the same coefficients (see
-    the module docstring for the objective).
+    (``featuresCol``, ``labelCol``, ``predictionCol``, ``maxIter``=100,
+    ``regParam``=0.0, ``elasticNetParam``=0.0, ``tol``=1e-6,
+    ``fitIntercept``=True, ``standardization``=True, ``solver``="auto",
+    ``weightCol``, ``aggregationDepth``=2, ``loss``="squaredError",
+    ``epsilon``=1.35, ``maxBlockSizeInMB``=0.0) and the same coefficients (see
+    the module docstring for the objective and for the params that are
+    accepted but have no effect).
 
     Input: ``featuresCol`` (``VectorUDT``, dense or sparse, size ``d <= 4096``),
     numeric ``labelCol``, optional numeric non-negative ``weightCol``.
@@ -123,23 +201,32 @@ class LinearRegression(RecordsLineage, _LinearRegressionParams, Estimator, Param
     Raises (naming the column or param): ``TypeError`` for a non-vector feature
     column or a non-numeric label/weight; ``ValueError`` for missing columns,
     null vectors, vectors of different sizes, NaN/inf features or labels, null
-    labels, negative/null weights, an empty DataFrame, ``d > 4096``, or
-    ``regParam > 0`` with a constant label and no intercept (MLlib's rule).
+    labels, negative/null weights, an empty DataFrame, ``d > 4096``,
+    ``regParam > 0`` with a constant label and no intercept (MLlib's rule), and
+    for param values this solver does not offer (``solver="l-bfgs"``,
+    ``loss="huber"``, ``elasticNetParam > 0`` with ``regParam > 0``) or MLlib
+    rejects (``elasticNetParam`` outside [0, 1], ``epsilon <= 1``, negative
+    ``maxIter``/``tol``/``maxBlockSizeInMB``).
     """
 
     @keyword_only
     def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
-                 predictionCol: str = "prediction", regParam: float = 0.0, fitIntercept: bool = True,
-                 standardization: bool = True, weightCol: Optional[str] = None, solver: str = "auto",
-                 aggregationDepth: int = 2) -> None:
+                 predictionCol: str = "prediction", maxIter: int = 100, regParam: float = 0.0,
+                 elasticNetParam: float = 0.0, tol: float = 1e-6, fitIntercept: bool = True,
+                 standardization: bool = True, solver: str = "auto", weightCol: Optional[str] = None,
+                 aggregationDepth: int = 2, loss: str = "squaredError", epsilon: float = 1.35,
+                 maxBlockSizeInMB: float = 0.0) -> None:
         super().__init__()
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, featuresCol: str = "features", labelCol: str = "label",
-                  predictionCol: str = "prediction", regParam: float = 0.0, fitIntercept: bool = True,
-                  standardization: bool = True, weightCol: Optional[str] = None, solver: str = "auto",
-                  aggregationDepth: int = 2) -> "LinearRegression":
+                  predictionCol: str = "prediction", maxIter: int = 100, regParam: float = 0.0,
+                  elasticNetParam: float = 0.0, tol: float = 1e-6, fitIntercept: bool = True,
+                  standardization: bool = True, solver: str = "auto", weightCol: Optional[str] = None,
+                  aggregationDepth: int = 2, loss: str = "squaredError", epsilon: float = 1.35,
+                  maxBlockSizeInMB: float = 0.0) -> "LinearRegression":
+        """Set the given params (keyword arguments only, as MLlib's)."""
         return self._set(**self._input_kwargs)
 
     def setFeaturesCol(self, value: str) -> "LinearRegression":
@@ -169,6 +256,24 @@ class LinearRegression(RecordsLineage, _LinearRegressionParams, Estimator, Param
     def setAggregationDepth(self, value: int) -> "LinearRegression":
         return self._set(aggregationDepth=value)
 
+    def setMaxIter(self, value: int) -> "LinearRegression":
+        return self._set(maxIter=value)
+
+    def setTol(self, value: float) -> "LinearRegression":
+        return self._set(tol=value)
+
+    def setElasticNetParam(self, value: float) -> "LinearRegression":
+        return self._set(elasticNetParam=value)
+
+    def setLoss(self, value: str) -> "LinearRegression":
+        return self._set(loss=value)
+
+    def setEpsilon(self, value: float) -> "LinearRegression":
+        return self._set(epsilon=value)
+
+    def setMaxBlockSizeInMB(self, value: float) -> "LinearRegression":
+        return self._set(maxBlockSizeInMB=value)
+
     def _fit(self, dataset: DataFrame) -> "LinearRegressionModel":
         self._validate_params()
         fcol, lcol, wcol = self.getFeaturesCol(), self.getLabelCol(), self._weight_col()
@@ -192,7 +297,8 @@ class LinearRegression(RecordsLineage, _LinearRegressionParams, Estimator, Param
         model = LinearRegressionModel._create(coef, intercept)
         self._copyValues(model)
         model._summary = LinearRegressionTrainingSummary(
-            model, dataset, lcol, wcol, float(g.sum_y / g.weight_sum), g.count, time.perf_counter() - t0
+            model, dataset, y_bar=float(g.sum_y / g.weight_sum), num_instances=g.count,
+            seconds=time.perf_counter() - t0,
         )
         return model
 
@@ -254,61 +360,139 @@ def _spd_solve(A: np.ndarray, r: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(A, r, rcond=None)[0]
 
 
-class LinearRegressionTrainingSummary:
-    """Metrics of the model on its training data, computed on first access (one Spark job).
+class LinearRegressionSummary:
+    """Metrics of a :class:`LinearRegressionModel` on a DataFrame (MLlib's ``LinearRegressionSummary``),
+    from ``model.evaluate(df)``; computed on first access (one Spark job for the metrics, one
+    more for the label mean when the data is not the training data), then kept.
 
-    ``rootMeanSquaredError``, ``meanSquaredError``, ``meanAbsoluteError``,
-    ``r2`` (``1 - SSE/SST``; SST about the mean, or about 0 when
+    ``rootMeanSquaredError``, ``meanSquaredError``, ``meanAbsoluteError``, ``r2``
+    (``1 - SSE/SST``; SST about the label mean, or about 0 when
     ``fitIntercept=False``, as MLlib's ``RegressionMetrics(throughOrigin)``),
-    ``explainedVariance`` (``sum w (p - y_bar)^2 / W``), all weighted by
-    ``weightCol``; ``numInstances``, ``objectiveHistory`` (``[0.0]``, as MLlib's
-    normal solver), ``totalIterations`` (0), ``trainingSeconds``, ``predictions``.
+    ``r2adj``, ``explainedVariance`` (``sum w (p - y_bar)^2 / W``), all weighted by
+    the model's ``weightCol``; ``numInstances`` (rows), ``degreesOfFreedom``
+    (``numInstances - numFeatures - 1`` with an intercept, ``- 0`` without),
+    ``predictions`` (the model's ``transform`` of the data), ``residuals``
+    (one double column ``residuals = label - prediction``), ``predictionCol``,
+    ``labelCol``, ``featuresCol``.
+
+    Raises ``ValueError`` naming the column, when the metrics are computed, for
+    null/NaN/infinite labels, null feature vectors or null/NaN/negative weights;
+    the metrics of an empty DataFrame are NaN.
     """
 
-    def __init__(self, model, dataset, lcol, wcol, y_bar, n, seconds):
-        self._model = model
+    def __init__(self, model, dataset: DataFrame, y_bar: Optional[float] = None,
+                 num_instances: Optional[int] = None):
+        pcol = model.getPredictionCol() or f"prediction_{uuid.uuid4().hex[:12]}"
+        self._model = model.copy().setPredictionCol(pcol)
+        self._model._summary = None
         self._dataset = dataset
-        self._lcol = lcol
-        self._wcol = wcol
+        self._lcol = model.getLabelCol()
+        self._wcol = model._weight_col()
         self._y_bar = y_bar
-        self.numInstances = n
-        self.trainingSeconds = seconds
-        self.objectiveHistory = [0.0]
-        self.totalIterations = 0
+        self._n = num_instances
         self._metrics: Optional[Dict[str, float]] = None
 
     @property
     def predictions(self) -> DataFrame:
+        """The model's ``transform`` of the data (with ``predictionCol``)."""
         return self._model.transform(self._dataset)
+
+    @property
+    def predictionCol(self) -> str:
+        return self._model.getPredictionCol()
+
+    @property
+    def labelCol(self) -> str:
+        return self._lcol
+
+    @property
+    def featuresCol(self) -> str:
+        return self._model.getFeaturesCol()
+
+    @property
+    def residuals(self) -> DataFrame:
+        """One column ``residuals`` (double): ``label - prediction`` per row."""
+        from pyspark.sql import functions as F
+
+        y = F.col(f"`{self._lcol}`").cast("double")
+        return self.predictions.select((y - F.col(f"`{self.predictionCol}`")).alias("residuals"))
+
+    def _label_mean(self):
+        """Weighted label mean and row count of the data (one job), checking labels and weights."""
+        from pyspark.sql import functions as F
+
+        y = F.col(f"`{self._lcol}`").cast("double")
+        w = F.col(f"`{self._wcol}`").cast("double") if self._wcol else F.lit(1.0)
+        bad_y = y.isNull() | F.isnan(y) | (F.abs(y) == float("inf"))
+        bad_w = w.isNull() | F.isnan(w) | (w < 0) | (w == float("inf"))
+        r = self._dataset.select(
+            F.count(F.lit(1)).alias("n"),
+            F.sum(F.when(bad_y, 1).otherwise(0)).alias("bad_y"),
+            F.sum(F.when(bad_w, 1).otherwise(0)).alias("bad_w"),
+            F.sum(w).alias("W"),
+            F.sum(w * y).alias("wy"),
+        ).collect()[0]
+        if r["bad_y"]:
+            raise ValueError(f"column {self._lcol!r} (labelCol) holds {r['bad_y']} null, NaN or infinite label(s)")
+        if r["bad_w"]:
+            raise ValueError(f"column {self._wcol!r} (weightCol) holds {r['bad_w']} null, NaN, infinite or "
+                             "negative weight(s)")
+        W = r["W"] or 0.0
+        return (r["wy"] / W if W > 0 else float("nan")), int(r["n"])
 
     def _compute(self) -> Dict[str, float]:
         if self._metrics is None:
             from pyspark.sql import functions as F
 
-            pcol = self._model.getPredictionCol() or "__prediction"
-            m = self._model.copy().setPredictionCol(pcol)
-            df = m.transform(self._dataset)
+            if self._y_bar is None:
+                self._y_bar, self._n = self._label_mean()
+            y_bar = self._y_bar
+            pcol = self.predictionCol
+            df = self._model.transform(self._dataset)
             y = F.col(f"`{self._lcol}`").cast("double")
             p = F.col(f"`{pcol}`")
             w = F.col(f"`{self._wcol}`").cast("double") if self._wcol else F.lit(1.0)
-            c = self._y_bar if self._model.getFitIntercept() else 0.0
+            c = y_bar if self._model.getFitIntercept() else 0.0
+            nan = float("nan")
+            if self._n == 0:
+                self._metrics = {"mse": nan, "rmse": nan, "mae": nan, "r2": nan, "ev": nan}
+                return self._metrics
             r = df.select(
+                F.sum(F.when(p.isNull(), 1).otherwise(0)).alias("null_p"),
                 F.sum(w).alias("W"),
                 F.sum(w * (y - p) * (y - p)).alias("sse"),
                 F.sum(w * F.abs(y - p)).alias("sae"),
                 F.sum(w * (y - F.lit(c)) * (y - F.lit(c))).alias("sst"),
-                F.sum(w * (p - F.lit(self._y_bar)) * (p - F.lit(self._y_bar))).alias("ssr"),
+                F.sum(w * (p - F.lit(y_bar)) * (p - F.lit(y_bar))).alias("ssr"),
             ).collect()[0]
+            if r["null_p"]:
+                raise ValueError(f"column {self.featuresCol!r} (featuresCol) holds {r['null_p']} null vector(s): "
+                                 "no prediction to evaluate")
             W = r["W"]
+            if not W:
+                self._metrics = {"mse": nan, "rmse": nan, "mae": nan, "r2": nan, "ev": nan}
+                return self._metrics
             mse = r["sse"] / W
             self._metrics = {
                 "mse": mse,
                 "rmse": math.sqrt(mse),
                 "mae": r["sae"] / W,
-                "r2": 1.0 - r["sse"] / r["sst"] if r["sst"] > 0 else float("nan"),
+                "r2": 1.0 - r["sse"] / r["sst"] if r["sst"] > 0 else nan,
                 "ev": r["ssr"] / W,
             }
         return self._metrics
+
+    @property
+    def numInstances(self) -> int:
+        """Number of rows of the data."""
+        if self._n is None:
+            self._y_bar, self._n = self._label_mean()
+        return self._n
+
+    @property
+    def degreesOfFreedom(self) -> int:
+        """``numInstances - numFeatures - 1`` with an intercept, ``numInstances - numFeatures`` without."""
+        return self.numInstances - self._model.numFeatures - (1 if self._model.getFitIntercept() else 0)
 
     @property
     def meanSquaredError(self) -> float:
@@ -327,15 +511,52 @@ class LinearRegressionTrainingSummary:
         return self._compute()["r2"]
 
     @property
+    def r2adj(self) -> float:
+        """Adjusted r2, MLlib's ``1 - (1 - r2) (n - i) / (n - d - i)`` (``i`` = 1 with an intercept)."""
+        i = 1 if self._model.getFitIntercept() else 0
+        den = self.numInstances - self._model.numFeatures - i
+        return 1.0 - (1.0 - self.r2) * (self.numInstances - i) / den if den > 0 else float("nan")
+
+    @property
     def explainedVariance(self) -> float:
         return self._compute()["ev"]
+
+    def _repr_fields(self) -> List[str]:
+        return [f"r2={self.r2:.6g}", f"rootMeanSquaredError={self.rootMeanSquaredError:.6g}",
+                f"numInstances={self.numInstances}"]
+
+    def __repr__(self) -> str:
+        """``LinearRegressionSummary(r2=..., rootMeanSquaredError=..., numInstances=...)`` (computes the
+        metrics if they are not yet)."""
+        return f"{type(self).__name__}({', '.join(self._repr_fields())})"
+
+
+class LinearRegressionTrainingSummary(LinearRegressionSummary):
+    """:class:`LinearRegressionSummary` of the model on its training data, plus
+    ``objectiveHistory`` (``[0.0]``, as MLlib's normal solver), ``totalIterations`` (0) and
+    ``trainingSeconds``.  ``numInstances`` and the label mean come from the fit, so the
+    metrics cost one Spark job."""
+
+    def __init__(self, model, dataset: DataFrame, y_bar: float, num_instances: int, seconds: float):
+        super().__init__(model, dataset, y_bar=y_bar, num_instances=num_instances)
+        self.trainingSeconds = seconds
+        self.objectiveHistory = [0.0]
+        self.totalIterations = 0
+
+    def _repr_fields(self) -> List[str]:
+        return super()._repr_fields() + [f"totalIterations={self.totalIterations}"]
 
 
 class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, Model, ParamsReadWrite):
     """Fitted linear regression: ``coefficients`` (DenseVector, size ``numFeatures``),
-    ``intercept`` (float), ``summary``/``hasSummary``; ``transform`` adds
-    ``predictionCol`` (double, ``x . coefficients + intercept``; null for a
-    null vector) as one vectorised Arrow UDF per batch."""
+    ``intercept`` (float), ``scale`` (1.0: the squared-error loss is not rescaled),
+    ``summary``/``hasSummary``, ``evaluate(df)``, ``predict(vector)``; ``transform`` adds
+    ``predictionCol`` (double, ``x . coefficients + intercept``; null for a null vector) as
+    one vectorised Arrow UDF per batch.  ``write().format("pmml")`` exports PMML 4.4.
+    ``repr`` is MLlib's ``LinearRegressionModel: uid=..., numFeatures=...``."""
+
+    def __repr__(self) -> str:
+        return f"LinearRegressionModel: uid={self.uid}, numFeatures={self.numFeatures}"
 
     def setFeaturesCol(self, value: str) -> "LinearRegressionModel":
         return self._set(featuresCol=value)
@@ -343,8 +564,43 @@ class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, Model, Pa
     def setPredictionCol(self, value: str) -> "LinearRegressionModel":
         return self._set(predictionCol=value)
 
+    @property
+    def scale(self) -> float:
+        """MLlib's huber scale; 1.0 for the squared-error loss (the only one fitted here)."""
+        return 1.0
+
     def predict(self, value: Vector) -> float:
+        """Prediction ``value . coefficients + intercept`` for one vector (dense or sparse, or a
+        sequence of floats) of size ``numFeatures``; ``ValueError`` for another size."""
+        if not isinstance(value, Vector):
+            value = Vectors.dense([float(x) for x in value])
+        if value.size != self.numFeatures:
+            raise ValueError(f"predict: the vector has size {value.size}, the model numFeatures = {self.numFeatures}")
         return float(value.dot(self._coef)) + self._intercept
+
+    def evaluate(self, dataset: DataFrame) -> LinearRegressionSummary:
+        """Metrics of the model on ``dataset`` (a DataFrame with ``featuresCol``, ``labelCol`` and,
+        if set, ``weightCol``), as MLlib's ``evaluate``: a :class:`LinearRegressionSummary` whose
+        metrics are computed on first access.  Raises ``TypeError`` for a non-DataFrame or
+        wrong-typed columns and ``ValueError`` for missing columns (naming them), before any job.
+        """
+        if not isinstance(dataset, DataFrame):
+            raise TypeError(f"dataset must be a DataFrame but got {type(dataset).__name__}")
+        check_vector_column(dataset.schema, self.getFeaturesCol(), "featuresCol")
+        check_numeric_column(dataset.schema, self.getLabelCol(), "labelCol")
+        if self._weight_col():
+            check_numeric_column(dataset.schema, self._weight_col(), "weightCol")
+        return LinearRegressionSummary(self, dataset)
+
+    def write(self) -> "LinearRegressionModelWriter":
+        """Writer of this model: the package's format by default, PMML with ``.format("pmml")``."""
+        return LinearRegressionModelWriter(self)
+
+    def toPMML(self) -> str:
+        """The model as a PMML 4.4 document (a ``RegressionModel``, as MLlib's PMML export):
+        fields ``field_0`` ... ``field_{d-1}`` (continuous doubles) and ``target``, one
+        ``RegressionTable`` with the intercept and a ``NumericPredictor`` per coefficient."""
+        return _pmml_regression(self._coef, self._intercept)
 
     def transformSchema(self, schema: T.StructType) -> T.StructType:
         check_vector_column(schema, self.getFeaturesCol(), "featuresCol")
@@ -371,3 +627,58 @@ class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, Model, Pa
 
         udf = vector_arrow_udf(dataset.sparkSession, predict_batch, T.DoubleType())
         return dataset.select("*", udf(F.col(f"`{fcol}`")).alias(self.getPredictionCol()))
+
+
+PMML_NAMESPACE = "http://www.dmg.org/PMML-4_4"
+
+
+def _pmml_regression(coef: np.ndarray, intercept: float) -> str:
+    """PMML 4.4 ``RegressionModel`` document of a linear model (the layout of MLlib's
+    ``GeneralizedLinearPMMLModelExport``, description "linear regression")."""
+    root = ET.Element("PMML", {"xmlns": PMML_NAMESPACE, "version": "4.4"})
+    header = ET.SubElement(root, "Header", {"description": "linear regression"})
+    ET.SubElement(header, "Application", {"name": "sparkml_scale", "version": __version__})
+    ET.SubElement(header, "Timestamp").text = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    fields = [f"field_{i}" for i in range(len(coef))]
+    dd = ET.SubElement(root, "DataDictionary", {"numberOfFields": str(len(fields) + 1)})
+    for name in fields + ["target"]:
+        ET.SubElement(dd, "DataField", {"name": name, "optype": "continuous", "dataType": "double"})
+    model = ET.SubElement(root, "RegressionModel", {"modelName": "linear regression", "functionName": "regression"})
+    schema = ET.SubElement(model, "MiningSchema")
+    for name in fields:
+        ET.SubElement(schema, "MiningField", {"name": name, "usageType": "active"})
+    ET.SubElement(schema, "MiningField", {"name": "target", "usageType": "target"})
+    table = ET.SubElement(model, "RegressionTable", {"intercept": repr(float(intercept))})
+    for name, c in zip(fields, coef):
+        ET.SubElement(table, "NumericPredictor", {"name": name, "coefficient": repr(float(c))})
+    ET.indent(root, space="    ")
+    return '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+class LinearRegressionModelWriter(ParamsWriter):
+    """Writer of :class:`LinearRegressionModel` with MLlib's ``format``: ``"internal"`` (default:
+    JSON metadata + numeric arrays, loadable by ``LinearRegressionModel.load``) or ``"pmml"``:
+    ``path`` becomes a directory holding one text file with the PMML document
+    (:meth:`LinearRegressionModel.toPMML`), as MLlib's ``write().format("pmml").save(path)``.
+    ``overwrite()`` applies to both.  ``format`` raises ``ValueError`` for other formats."""
+
+    FORMATS = ("internal", "pmml")
+
+    def __init__(self, instance: "LinearRegressionModel"):
+        super().__init__(instance)
+        self.source = "internal"
+
+    def format(self, source: str) -> "LinearRegressionModelWriter":
+        if not isinstance(source, str) or source.lower() not in self.FORMATS:
+            raise ValueError(f"format {source!r} is not supported for LinearRegressionModel: use 'internal' or 'pmml'")
+        self.source = source.lower()
+        return self
+
+    def saveImpl(self, path: str) -> None:
+        if self.source != "pmml":
+            super().saveImpl(path)
+            return
+        spark = self.sparkSession
+        # "overwrite" (ParamsWriter.save already refused an existing path unless overwrite())
+        spark.createDataFrame([(self.instance.toPMML(),)], "value string").coalesce(1).write.mode(
+            "overwrite").text(path)
