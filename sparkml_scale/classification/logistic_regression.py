@@ -87,9 +87,9 @@ STOP_WINDOW = 20
 SOLVERS = ("auto", "mapreduce", "allreduce", "sgd")
 #: Most classes a multinomial fit accepts (labels 0 .. MAX_CLASSES - 1).
 MAX_CLASSES = 1000
-#: Largest ``numClasses x numFeatures^2`` (float64 entries) for which an L2 fit computes the
+#: Largest ``(numClasses x numFeatures)^2`` (float64 entries) for which an L2 fit computes the
 #: feature correlation matrix (one extra pass over the cached blocks) and preconditions
-#: L-BFGS with its Cholesky factor; larger problems use the diagonal preconditioner.
+#: L-BFGS with the Cholesky factor of the start's Hessian; larger problems use the diagonal one.
 FULL_PRECONDITIONER_ENTRIES = 1 << 20
 
 
@@ -579,9 +579,9 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
 
     def _wants_correlation(self, K: int, d: int) -> bool:
         """Whether this fit preconditions with the feature correlation matrix (L2 only, no bounds,
-        ``K d^2 <= FULL_PRECONDITIONER_ENTRIES``)."""
+        ``(K d)^2 <= FULL_PRECONDITIONER_ENTRIES``)."""
         l1 = self.getRegParam() * self.getElasticNetParam()
-        return l1 == 0 and not self._has_bounds() and K * d * d <= FULL_PRECONDITIONER_ENTRIES
+        return l1 == 0 and not self._has_bounds() and (K * d) ** 2 <= FULL_PRECONDITIONER_ENTRIES
 
     def _objective(self, stats, K: int, num_classes: int, scatter=None) -> "_Objective":
         """The problem in the optimizer's space, as a picklable :class:`_Objective`; ``scatter``
@@ -619,7 +619,8 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
         prior = counts / max(float(counts.sum()), 1e-300)
         if K == 1:
             prior = prior[1:2]
-        curvature = np.maximum(prior * (1.0 - prior), 1e-3)
+        prior = np.clip(prior, 1e-3, 1.0)
+        curvature = prior * (1.0 - prior) if K == 1 else np.diag(prior) - np.outer(prior, prior)
         corr = None
         if scatter is not None:
             # Weighted second moments of the standardized (centred when fitting an intercept) features.
@@ -652,21 +653,22 @@ class _Objective:
     the conditioning no longer depends on the feature scales.
 
     With ``corr`` (the ``(d, d)`` second moments of the standardized features; L2 fits
-    without bounds) the preconditioner is full: ``u_k = L_k^T beta_s_k`` with ``L_k`` the
-    Cholesky factor of the start's Hessian block ``(h_k corr + l2 diag(pen2)) / (h_k + l2)``,
-    so that strongly correlated features (breast_cancer's radius, perimeter and area) do
-    not slow L-BFGS down either.  ``sums(coef, b)`` must return the raw weighted sums
+    without bounds) the preconditioner is full: ``u = L^T vec(beta_s)`` with ``L`` the
+    Cholesky factor of the Hessian at the start, ``(A kron corr + l2 diag(pen2)) / c``
+    (``A = p (1 - p)`` binomial, ``diag(p) - p p^T`` multinomial, ``c = mean(diag(A)) + l2``),
+    so that strongly correlated features (breast_cancer's radius, perimeter and area) and
+    the softmax's coupled classes do not slow L-BFGS down either.  ``sums(coef, b)`` must return the raw weighted sums
     ``(loss, d loss / d b (K,), d loss / d coef (K, d))``.
     """
 
     def __init__(self, *, K, d, inv_std, std, mu, fit_b, l1, l2, pen1, pen2, multinomial, W, b0, init,
                  coef_bounds, tol, max_iter, centre_result, curvature=None, corr=None):
         self.K, self.d = K, d
-        hk = np.ones(K) * 0.25 if curvature is None else np.asarray(curvature, dtype=np.float64)
-        h = np.repeat(hk, d)
+        A = np.eye(K) * 0.25 if curvature is None else np.atleast_2d(np.asarray(curvature, dtype=np.float64))
+        h = np.repeat(np.diag(A), d)
         self.D = np.sqrt((h + l2 * pen2) / (h + l2))
-        self.L = None if corr is None or l1 > 0 or coef_bounds is not None else _cholesky_blocks(
-            corr, hk, l2, pen2[:d])
+        self.L = None if corr is None or l1 > 0 or coef_bounds is not None else _cholesky_start(
+            corr, A, l2, pen2)
         self.inv_std, self.mu = inv_std, mu
         self.fit_b, self.l1, self.l2 = fit_b, l1, l2
         self.pen1, self.pen2 = pen1, pen2
@@ -711,7 +713,7 @@ class _Objective:
         """Standardized-space coefficients ``(K, d)`` -> the optimizer's variables ``(K*d,)``."""
         if self.L is None:
             return beta.ravel() * self.D
-        return np.concatenate([Lk.T @ bk for Lk, bk in zip(self.L, beta)])
+        return self.L.T @ beta.ravel()
 
     def _grad_u(self, g: np.ndarray) -> np.ndarray:
         """A gradient with respect to ``beta_s`` ``(K*d,)`` -> with respect to ``u``."""
@@ -719,15 +721,13 @@ class _Objective:
             return g / self.D
         from scipy.linalg import solve_triangular
 
-        G = g.reshape(self.K, self.d)
-        return np.concatenate([solve_triangular(Lk, gk, lower=True) for Lk, gk in zip(self.L, G)])
+        return solve_triangular(self.L, g, lower=True)
 
     def _grad_beta(self, gu: np.ndarray) -> np.ndarray:
         """A gradient with respect to ``u`` ``(K*d,)`` -> with respect to ``beta_s`` (for the stop test)."""
         if self.L is None:
             return gu * self.D
-        G = gu.reshape(self.K, self.d)
-        return np.concatenate([Lk @ gk for Lk, gk in zip(self.L, G)])
+        return self.L @ gu
 
     def unpack(self, x: np.ndarray):
         n = self.n
@@ -737,8 +737,7 @@ class _Objective:
             return (u / self.D).reshape(self.K, self.d), b
         from scipy.linalg import solve_triangular
 
-        U = u.reshape(self.K, self.d)
-        return np.stack([solve_triangular(Lk, uk, lower=True, trans="T") for Lk, uk in zip(self.L, U)]), b
+        return solve_triangular(self.L, u, lower=True, trans="T").reshape(self.K, self.d), b
 
     def value_grad(self, x: np.ndarray, sums):
         n = self.n
@@ -821,24 +820,28 @@ class _Objective:
         return coef, intercept
 
 
-def _cholesky_blocks(corr: np.ndarray, h: np.ndarray, l2: float, pen2: np.ndarray):
-    """Per class ``k``: the lower Cholesky factor of ``(h_k corr + l2 diag(pen2)) / (h_k + l2)``
-    (constant features, whose rows and columns are zero, get 1 on the diagonal); ``None``
-    when a block is not numerically positive definite (then the diagonal preconditioner is used)."""
-    d = corr.shape[0]
-    out = []
-    for hk in h:
-        H = (hk * corr + np.diag(l2 * pen2)) / (hk + l2)
-        diag = np.diag(H).copy()
-        dead = diag <= 1e-12 * max(float(diag.max(initial=0.0)), 1e-300)
-        H[dead, :] = 0.0
-        H[:, dead] = 0.0
-        H[np.arange(d), np.arange(d)] = np.where(dead, 1.0, diag * (1.0 + 1e-10))
-        try:
-            out.append(np.linalg.cholesky(H))
-        except np.linalg.LinAlgError:
-            return None
-    return out
+def _cholesky_start(corr: np.ndarray, A: np.ndarray, l2: float, pen2: np.ndarray):
+    """Lower Cholesky factor of ``(A kron corr + l2 diag(pen2)) / c``, the Hessian at the start
+    in the standardized space, with ``c = mean(diag(A)) + l2`` (its diagonal with
+    standardization on; then uncorrelated features give ``L = I``, MLlib's own space); rows of constant features (zero in
+    ``corr``) get 1 on the diagonal, and a small ridge keeps it positive definite (the softmax
+    is flat along ``1 kron v`` without L2).  ``None`` when it still is not (then the diagonal
+    preconditioner is used)."""
+    H = np.kron(A, corr) + np.diag(l2 * pen2)
+    n = H.shape[0]
+    diag = np.diag(H).copy()
+    scale = float(diag.max(initial=0.0))
+    if not np.isfinite(scale) or scale <= 0:
+        return None
+    dead = diag <= 1e-12 * scale
+    H[dead, :] = 0.0
+    H[:, dead] = 0.0
+    c = float(np.mean(np.diag(A))) + l2
+    H[np.arange(n), np.arange(n)] = np.where(dead, c, diag + 1e-6 * c)
+    try:
+        return np.linalg.cholesky(H / c)
+    except np.linalg.LinAlgError:
+        return None
 
 
 def _scatter(blocks_df, d: int, depth: int, num_partitions: int) -> np.ndarray:
