@@ -71,3 +71,25 @@ def test_regression_loss_and_bad_names():
     assert pick_device("auto").type in ("cpu", "cuda")
     with pytest.raises(ValueError, match="batchSize"):
         numpy_batches(X, y, 0, seed=0)
+
+
+def test_per_rank_code_needs_no_pyspark():
+    """The loop, the reference networks and the trust check import and run where only torch is
+    installed (a GPU box under torchrun): pyspark is made unimportable in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['pyspark'] = None\n"
+        "from sparkml_scale.torch.factory import build_module\n"
+        "from sparkml_scale.torch.loop import train_epochs, numpy_batches, pick_device\n"
+        "m = build_module({'factory': 'sparkml_scale.torch.models:small_cnn', 'args': [10]})\n"
+        "print(type(m).__name__)\n"
+        "try:\n"
+        "    build_module({'factory': 'os:system', 'args': ['exit 0']})\n"
+        "except ValueError as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["SmallCNN", "ModelLoadError"]

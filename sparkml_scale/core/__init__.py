@@ -1,17 +1,28 @@
-"""Shared machinery: sessions, Arrow <-> numpy blocks, map-reduce, persistence, params checks."""
-from .arrow import VECTOR_ARROW_TYPE, block_to_vectors, dense_to_vectors, numeric_to_numpy, vectors_to_block
-from .mapreduce import decode_arrays, encode_arrays, tree_aggregate
-from .session import get_session, is_connect
+"""Shared machinery: sessions, Arrow <-> numpy blocks, map-reduce, persistence, params checks.
 
-__all__ = [
-    "VECTOR_ARROW_TYPE",
-    "block_to_vectors",
-    "dense_to_vectors",
-    "numeric_to_numpy",
-    "vectors_to_block",
-    "decode_arrays",
-    "encode_arrays",
-    "tree_aggregate",
-    "get_session",
-    "is_connect",
-]
+The names below are loaded on first use (PEP 562), so that importing a light submodule such
+as ``sparkml_scale.core.optional`` (which ``sparkml_scale.torch`` does) does not import
+pyspark: the per-rank torch loop runs where only torch is installed.
+"""
+import importlib
+
+_EXPORTS = {
+    "VECTOR_ARROW_TYPE": ".arrow",
+    "block_to_vectors": ".arrow",
+    "dense_to_vectors": ".arrow",
+    "numeric_to_numpy": ".arrow",
+    "vectors_to_block": ".arrow",
+    "decode_arrays": ".mapreduce",
+    "encode_arrays": ".mapreduce",
+    "tree_aggregate": ".mapreduce",
+    "get_session": ".session",
+    "is_connect": ".session",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["first_line", "task_error", "DistributedTaskError"]
+__all__ = ["first_line", "task_error", "DistributedTaskError", "ModelLoadError"]
+
+
+class ModelLoadError(ValueError):
+    """A saved stage is missing, corrupted, of another class or from a newer package version,
+    or names code that is not trusted (see ``sparkml_scale.torch.factory``)."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ from pyspark.ml.util import (
 )
 
 from .._version import __version__
+from .errors import ModelLoadError
 
 __all__ = [
     "ParamsWriter",
@@ -39,8 +40,6 @@ _DTYPES = {"float64", "float32", "int64", "int32", "int8", "bool"}
 _ARRAY_SCHEMA = "name string, dtype string, shape array<bigint>, data binary"
 
 
-class ModelLoadError(ValueError):
-    """A saved stage is missing, corrupted, of another class or from a newer package version."""
 
 
 def _version_tuple(v: str):

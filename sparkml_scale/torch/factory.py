@@ -139,7 +139,7 @@ _BUILTIN = (
 def _untrusted(path: str, param: str, found=None):
     """``ModelLoadError`` for an untrusted reference: refused from its text (``found`` None, nothing
     imported) or after import (``found``: the object it named, not among what its module trust admits)."""
-    from ..core.persistence import ModelLoadError
+    from ..core.errors import ModelLoadError
 
     mod = path.partition(":")[0]
     builtin = "; ".join(text for p, _, _, text in _BUILTIN if p == param) or "none"
