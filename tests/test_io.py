@@ -64,10 +64,13 @@ def test_engine_is_delta_rs_without_the_delta_jars(spark):
 @pytest.mark.connect
 def test_time_travel_schema_and_lineage_on_a_delta_rs_table(spark, tmp_path):
     path = str(tmp_path / "events")
+    # Commits 1 s apart: under load, delta-rs's commit timestamps of writes 50 ms apart were once
+    # seen out of order (v1's 74 ms before v0's), which makes "the last commit at or before a time"
+    # ambiguous.
     write_deltalake(path, _frame(40), partition_by=["city"])            # v0: 40 rows
-    time.sleep(0.05)
+    time.sleep(1.0)
     write_deltalake(path, _frame(20, start=40, seed=1), mode="append", partition_by=["city"])  # v1: 60
-    time.sleep(0.05)
+    time.sleep(1.0)
     write_deltalake(path, _frame(5, start=100, seed=2), mode="overwrite", partition_by=["city"])  # v2: 5
 
     latest, rec = read_table(spark, path)
@@ -85,9 +88,10 @@ def test_time_travel_schema_and_lineage_on_a_delta_rs_table(spark, tmp_path):
     assert rec0.timestamp.endswith("Z")
 
     # the last commit at or before a time: 1 ms after v1's commit -> version 1
+    assert _commit_ms(path, 0) < _commit_ms(path, 1) < _commit_ms(path, 2)
     ts = dt.datetime.fromtimestamp((_commit_ms(path, 1) + 1) / 1000, tz=dt.timezone.utc)
     v1, rec1 = read_table(spark, path, timestamp=ts)
-    assert rec1.version == 1 and v1.count() == 60 and rec1.as_of is not None
+    assert rec1.version == 1 and v1.count() == 60 and rec1.as_of is not None, (rec1, _commit_ms(path, 0))
     iso = ts.isoformat()
     assert read_table(spark, path, timestamp=iso)[1].version == 1
 
