@@ -657,8 +657,8 @@ class _Objective:
     Cholesky factor of the Hessian at the start, ``(A kron corr + l2 diag(pen2)) / c``
     (``A = p (1 - p)`` binomial, ``diag(p) - p p^T`` multinomial, ``c = mean(diag(A)) + l2``),
     so that strongly correlated features (breast_cancer's radius, perimeter and area) and
-    the softmax's coupled classes do not slow L-BFGS down either.  ``sums(coef, b)`` must return the raw weighted sums
-    ``(loss, d loss / d b (K,), d loss / d coef (K, d))``.
+    the softmax's coupled classes do not slow L-BFGS down either.  ``sums(coef, b)`` must
+    return the raw weighted sums ``(loss, d loss / d b (K,), d loss / d coef (K, d))``.
     """
 
     def __init__(self, *, K, d, inv_std, std, mu, fit_b, l1, l2, pen1, pen2, multinomial, W, b0, init,
@@ -667,8 +667,8 @@ class _Objective:
         A = np.eye(K) * 0.25 if curvature is None else np.atleast_2d(np.asarray(curvature, dtype=np.float64))
         h = np.repeat(np.diag(A), d)
         self.D = np.sqrt((h + l2 * pen2) / (h + l2))
-        self.L = None if corr is None or l1 > 0 or coef_bounds is not None else _cholesky_start(
-            corr, A, l2, pen2)
+        # ``corr`` is given only for L2 fits without bounds (``LogisticRegression._wants_correlation``).
+        self.L = None if corr is None else _cholesky_start(corr, A, l2, pen2)
         self.inv_std, self.mu = inv_std, mu
         self.fit_b, self.l1, self.l2 = fit_b, l1, l2
         self.pen1, self.pen2 = pen1, pen2
@@ -773,7 +773,7 @@ class _Objective:
 
         history: List[float] = [float(fun(self.x0)[0])]
         tol = self.tol
-        n, nb = self.n, self.nb
+        n = self.n
 
         def to_beta(g):
             if self.use_l1:
@@ -823,8 +823,8 @@ class _Objective:
 def _cholesky_start(corr: np.ndarray, A: np.ndarray, l2: float, pen2: np.ndarray):
     """Lower Cholesky factor of ``(A kron corr + l2 diag(pen2)) / c``, the Hessian at the start
     in the standardized space, with ``c = mean(diag(A)) + l2`` (its diagonal with
-    standardization on; then uncorrelated features give ``L = I``, MLlib's own space); rows of constant features (zero in
-    ``corr``) get 1 on the diagonal, and a small ridge keeps it positive definite (the softmax
+    standardization on; then uncorrelated features give ``L = I``, MLlib's own space); rows of
+    constant features (zero in ``corr``) get 1 on the diagonal, and a small ridge keeps it positive definite (the softmax
     is flat along ``1 kron v`` without L2).  ``None`` when it still is not (then the diagonal
     preconditioner is used)."""
     H = np.kron(A, corr) + np.diag(l2 * pen2)
