@@ -53,6 +53,9 @@ def test_task_slots_from_configuration():
     assert task_slots(_Spark(**yarn)) == 20
     assert task_slots(_Spark(spark_master="yarn", spark_dynamicAllocation_enabled="true")) is None
     assert task_slots(_Spark(spark_master="k8s://x")) is None
+    # standalone without live executors to read: spark.cores.max
+    assert task_slots(_Spark(spark_master="spark://h:7077", spark_cores_max="6", spark_task_cpus="2")) == 3
+    assert task_slots(_Spark(spark_master="spark://h:7077")) is None
     # memory budget: pyspark memory per core when set, else the overhead per core
     assert python_memory_per_task(_Spark(spark_master="yarn", spark_executor_cores="2",
                                          spark_executor_pyspark_memory="4g"), 8) == 2 << 30

@@ -60,7 +60,7 @@ from pyspark.ml.param.shared import (
 from pyspark.sql import types as T
 import scipy.sparse as sp
 
-from ..core.allreduce import python_memory_per_task, run_barrier, task_slots
+from ..core.allreduce import python_memory_per_task, run_barrier, task_slots, wait_for_slots
 from ..core.arrow import VectorColumnError, dense_to_vectors, map_valid, vectors_to_block
 from ..core.blocks import iter_blocks, make_blocks
 from ..core.mapreduce import tree_aggregate
@@ -561,15 +561,24 @@ class LogisticRegression(RecordsLineage, _LogisticRegressionParams, Estimator, P
                 raise ValueError("lowerBoundsOn*/upperBoundsOn* params are not supported with solver='sgd'")
             return solver, 0, f"solver={solver!r}"
         nparts = stats.num_partitions
+        if solver == "allreduce":
+            # One barrier task per slot at most: Spark refuses a larger barrier stage (SPARK-24819),
+            # and in Spark 4.x that refusal shuts the SparkContext down.
+            slots = wait_for_slots(spark, 1)  # as many tasks as there are slots now, at least one
+            if not slots:
+                raise ValueError(
+                    "param 'solver' is 'allreduce' but "
+                    + ("no executor task slots are registered" if slots == 0 else
+                       "the cluster's task slots cannot be told (dynamic allocation, or no "
+                       "spark.executor.instances/spark.executor.cores and no reachable driver UI)")
+                    + ": its barrier stage needs all its tasks running at once; use solver='mapreduce' "
+                    "(or 'auto')")
+            world = max(1, min(nparts, slots))
+            return "allreduce", world, f"solver='allreduce', {world} barrier task(s) of {slots} slot(s)"
         slots = task_slots(spark)
         world = max(1, min(nparts, slots) if slots else nparts)
         per_row = (stats.nnz / max(stats.count, 1)) * 12.0 if stats.sparse else stats.num_features * 8.0
         need = int(2 * (per_row + 16) * stats.count / world)  # blocks + their concatenation
-        if solver == "allreduce":
-            if slots is None:
-                log.warning("LogisticRegression: cannot tell the cluster's task slots from its configuration; "
-                            "the allreduce barrier stage asks for %d", world)
-            return "allreduce", world, f"solver='allreduce', {world} barrier task(s)"
         if slots is None:
             return "mapreduce", 0, "auto: task slots unknown (dynamic allocation or no executor settings)"
         budget = python_memory_per_task(spark, slots)

@@ -38,7 +38,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pyarrow as pa
 
-from ..core.allreduce import after_barrier, task_slots
+from ..core.allreduce import after_barrier, wait_for_slots
 from ..core.errors import task_error
 from .worker import ERROR_TAG
 
@@ -65,16 +65,19 @@ def horovod_available() -> bool:
 
 
 def check_slots(spark, num_proc: int) -> Optional[int]:
-    """Fail fast (``ValueError`` naming 'numProc') when the cluster's configured task slots are fewer
-    than ``num_proc``: a barrier stage would wait for slots that never come.  Returns the slots
-    (``None`` when the configuration does not say, e.g. dynamic allocation)."""
-    slots = task_slots(spark)
-    if slots is not None and num_proc > slots:
+    """Fail fast (``ValueError`` naming 'numProc' and the slots found) when the cluster's task
+    slots are fewer than ``num_proc`` or cannot be told: a barrier stage needs every process
+    running at once, and Spark refuses a larger one (SPARK-24819; in Spark 4.x that refusal also
+    shuts the SparkContext down).  Waits a few seconds for executors still registering (see
+    :func:`~sparkml_scale.core.allreduce.wait_for_slots`).  Returns the slots."""
+    slots = wait_for_slots(spark, num_proc)
+    if slots is None:
+        raise ValueError(f"param 'numProc' is {num_proc} but the cluster's task slots cannot be told (dynamic "
+                         "allocation, or no spark.executor.instances/spark.executor.cores and no reachable driver "
+                         "UI): a barrier stage needs one free slot per process; set those confs")
+    if num_proc > slots:
         raise ValueError(f"param 'numProc' is {num_proc} but the cluster has {slots} task slot(s) "
                          "(a barrier stage needs one free slot per process); lower numProc or add executors")
-    if slots is None:
-        log.warning("cannot tell the cluster's task slots from its configuration; launching %d barrier "
-                    "tasks anyway (they wait until that many slots are free)", num_proc)
     return slots
 
 
