@@ -20,7 +20,9 @@ Points (each the first statement of the task-side code of one stage):
 - ``transform.batch``: each Arrow batch of the vector UDFs of ``transform`` (PCAModel,
   LinearRegressionModel, LogisticRegressionModel, FeatureHasher) and of TorchModel's
   ``mapInArrow``;
-- ``torch.epoch_end``: rank 0 of TorchEstimator's training, after an epoch's checkpoint.
+- ``torch.epoch_end``: rank 0 of TorchEstimator's training, after an epoch's checkpoint;
+- ``torch.checkpoint_dir``: each training process's check that it can write ``checkpointDir``
+  (a failure here stands for a rank that cannot write it).
 
 The check is one ``os.environ`` lookup when the variable is unset.
 """

@@ -486,6 +486,22 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
         files = [f for f in files if re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+\.pt", os.path.basename(f))]
         return files[-1] if files else None
 
+    def _check_checkpoint_dir(self) -> None:
+        """ValueError naming 'checkpointDir' when the driver cannot create and write it (the
+        driver reads the checkpoints back on resume; the training processes check it too)."""
+        d = self.getCheckpointDir()
+        if not d:
+            return
+        probe = os.path.join(d, f".write-probe-driver-{os.getpid()}")
+        try:
+            os.makedirs(d, exist_ok=True)
+            with open(probe, "wb") as f:
+                f.write(b"ok")
+            os.remove(probe)
+        except OSError as exc:
+            raise ValueError(f"param 'checkpointDir' {d!r} cannot be written by the driver: {exc}; it must be a "
+                             "path the driver and every executor can write (shared storage)") from None
+
     def _fit(self, dataset: DataFrame) -> "TorchModel":
         from .launch import check_slots, launch
         from .worker import load_checkpoint_bytes
@@ -512,6 +528,7 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
                     return self._model_from_checkpoint(state)
         backend = self._resolve_backend()
         check_slots(spark, num_proc)
+        self._check_checkpoint_dir()
         cols = [self.getFeaturesCol(), self.getLabelCol()] + ([self.getValidationCol()] if self.getValidationCol() else [])
         df = dataset.select(*[f"`{c}`" for c in cols])
         result = launch(df, self._spec(spark, num_proc, resume), num_proc, backend, self._gpu_wanted(spark))

@@ -165,7 +165,17 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
             error = _check_labels(shard.y, spec["loss"], num_outputs, spec["labelCol"])
         n_train = shard.num_train if shard is not None and error is None else 0
         n_val = len(shard.val_idx) if shard is not None and error is None else 0
-        totals = allreduce_sum(np.array([float(error is not None), n_train, n_val, num_outputs], dtype=np.float64))
+        # Every rank may become the one that writes checkpoints (rank 0 of a re-run can land on any
+        # executor), so every rank checks that it can write checkpointDir before training starts.
+        ckpt_error = _probe_checkpoint_dir(spec.get("checkpointDir"), rank)
+        bad = np.zeros(world)
+        bad[rank] = float(ckpt_error is not None)
+        totals = allreduce_sum(np.concatenate([[float(error is not None), n_train, n_val, num_outputs], bad]))
+        if totals[4:].any():
+            ranks = ", ".join(str(int(r)) for r in np.flatnonzero(totals[4:]))
+            raise ShardDataError(ckpt_error or f"param 'checkpointDir' {spec.get('checkpointDir')!r} cannot be "
+                                               f"written by training process rank {ranks} (see its log); it must "
+                                               "be a path every executor and the driver can write (shared storage)")
         if totals[0] > 0:
             raise ShardDataError(error or "another training process rejected its data (see its log)")
         if n_train == 0:
@@ -234,6 +244,27 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
         finally:
             if shard is not None:
                 shard.close()
+
+
+def _probe_checkpoint_dir(directory: Optional[str], rank: int) -> Optional[str]:
+    """``None`` when this process can create ``directory`` and write a file in it, else the
+    error message (naming the param, the rank and the host)."""
+    if not directory:
+        return None
+    import socket
+
+    probe = os.path.join(directory, f".write-probe-rank{rank}-{os.getpid()}")
+    try:
+        maybe_fail("torch.checkpoint_dir")
+        os.makedirs(directory, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        os.remove(probe)
+        return None
+    except Exception as exc:  # noqa: BLE001 - OSError, or an injected fault in tests
+        return (f"param 'checkpointDir' {directory!r} cannot be written by training process rank {rank} on host "
+                f"{socket.gethostname()}: {exc}; it must be a path every executor and the driver can write "
+                "(shared storage)")
 
 
 def _checkpoint(directory: str, epoch: int, model, optimizer, history, track) -> None:
