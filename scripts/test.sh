@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the test dependencies and run the whole suite: first on a classic local[2]
-# SparkSession, then the tests marked `connect` again under a Spark Connect session
-# (the two kinds of session cannot share one Python process).  Builds Horovod into .venv first.
+# SparkSession, then the tests marked `connect` again under a Spark Connect session, then the
+# cluster tests on a real standalone cluster, classic and through Spark Connect (the kinds of
+# session cannot share one Python process).  Builds Horovod into .venv first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh dev
@@ -22,3 +23,8 @@ fi
 export PYTHONDONTWRITEBYTECODE=1
 .venv/bin/python -m pytest -q "$@"
 SPARKML_SCALE_TEST_CONNECT=1 .venv/bin/python -m pytest -q -m connect "$@"
+# A real standalone cluster (tests/cluster.py: a master and two 1-core workers on 127.0.0.2/.3),
+# from a classic spark:// session, then from a Spark Connect client through a Connect server on it.
+SPARKML_SCALE_TEST_CLUSTER=1 .venv/bin/python -m pytest -q -m cluster tests/test_cluster.py "$@"
+SPARKML_SCALE_TEST_CLUSTER=1 SPARKML_SCALE_TEST_CONNECT=1 .venv/bin/python -m pytest -q -m "cluster and connect" \
+  tests/test_cluster.py "$@"
