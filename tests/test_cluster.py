@@ -299,7 +299,7 @@ def test_torch_estimator_on_two_executors_with_checkpoints(spark, digits, backen
     model = _torch_est(backend=backend, epochs=3, checkpointDir=ckpt).fit(train)
     assert sorted(os.path.basename(f) for f in glob.glob(ckpt + "/*.pt")) == [
         f"checkpoint-epoch000{i}.pt" for i in range(3)]
-    assert _accuracy(model, test) > 0.85
+    assert _accuracy(model, test) > 0.8  # 3 epochs; a sanity bound (chance is 0.1)
     # TorchModel.transform on the executors equals the model applied here
     import torch
 

@@ -85,15 +85,44 @@ def steps_per_epoch(total_rows: int, batch_size: int) -> int:
     return max(1, math.ceil(total_rows / batch_size))
 
 
+def canonical_order(X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Row positions sorted by a 64-bit fingerprint of each row's feature bytes and label.
+
+    A partition's rows arrive in an order that depends on where its shuffle blocks were
+    fetched from (local blocks first): on a cluster, a re-run after a lost executor can see
+    the same rows in another order.  Training in this order instead makes a fit, and a resume
+    from its checkpoint, independent of that (rows with equal features and label are
+    interchangeable).  ``O(n d)``, in chunks of ``chunk`` rows; ``(n,)`` int64."""
+    n = len(y)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    flat = X.reshape(n, -1)
+    w = np.random.default_rng(0x5EED).integers(1, 2**63, size=flat.shape[1] + 1, dtype=np.uint64) | np.uint64(1)
+    fp = np.empty(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for a in range(0, n, chunk):
+            bits = np.ascontiguousarray(flat[a:a + chunk], dtype=np.float32).view(np.uint32).astype(np.uint64)
+            h = (bits * w[:-1]).sum(axis=1, dtype=np.uint64)
+            h += np.ascontiguousarray(y[a:a + chunk], dtype=np.float64).view(np.uint64) * w[-1]
+            fp[a:a + chunk] = h ^ (h >> np.uint64(29))
+    return np.argsort(fp, kind="stable")
+
+
 class RankShard:
     """One rank's training (and validation) rows; see the module docstring."""
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, val_mask: Optional[np.ndarray] = None):
+    def __init__(self, X: np.ndarray, y: np.ndarray, val_mask: Optional[np.ndarray] = None,
+                 order: Optional[np.ndarray] = None):
         self.X = X
         self.y = y
         self.val_mask = val_mask if val_mask is not None else np.zeros(len(y), dtype=bool)
-        self.train_idx = np.flatnonzero(~self.val_mask)
-        self.val_idx = np.flatnonzero(self.val_mask)
+        #: Row positions in canonical order (see :func:`canonical_order`); training, validation and
+        #: the shuffles follow it, so they do not depend on the order rows arrived in.
+        self.order = order if order is not None else np.arange(len(y))
+        self._rank = np.full(len(y), -1, dtype=np.int64)
+        self._rank[self.order] = np.arange(len(self.order))
+        self.train_idx = self.order[~self.val_mask[self.order]]
+        self.val_idx = self.order[self.val_mask[self.order]]
 
     @classmethod
     def from_arrow_file(cls, path: str, features_col: str, label_col: str, *,
@@ -143,20 +172,26 @@ class RankShard:
         y = np.concatenate(labels)
         if not np.isfinite(y).all():
             raise ShardDataError(f"column {label_col!r} (param 'labelCol') holds NaN or infinite values")
+        order = canonical_order(X, y)
         if validation_col:
             mask = np.concatenate(masks)
         elif validation_fraction > 0:
-            mask = np.random.default_rng([seed, rank, 7]).random(n) < validation_fraction
+            mask = np.empty(n, dtype=bool)
+            mask[order] = np.random.default_rng([seed, rank, 7]).random(n) < validation_fraction
         else:
             mask = None
-        return cls(X, y, mask)
+        return cls(X, y, mask, order)
 
     def subset(self, keep: np.ndarray) -> "RankShard":
-        """The same rows (no copy) with only those where ``keep`` is true used for training/validation."""
-        out = RankShard(self.X, self.y, self.val_mask)
-        out.train_idx = np.flatnonzero(~self.val_mask & keep)
-        out.val_idx = np.flatnonzero(self.val_mask & keep)
-        return out
+        """The same rows (no copy) with only those where ``keep`` (by row position) is true used for
+        training/validation."""
+        return RankShard(self.X, self.y, self.val_mask, self.order[keep[self.order]])
+
+    def stride(self, start: int, step: int) -> "RankShard":
+        """Every ``step``-th row of the canonical order from ``start`` (processes sharing a partition)."""
+        keep = np.zeros(len(self.y), dtype=bool)
+        keep[self.order[start::step]] = True
+        return self.subset(keep)
 
     @property
     def num_train(self) -> int:
@@ -173,7 +208,8 @@ class RankShard:
         reps = math.ceil(need / self.num_train)
         order = np.concatenate([self.train_idx[rng.permutation(self.num_train)] for _ in range(reps)])[:need]
         for s in range(steps):
-            idx = np.sort(order[s * batch_size:(s + 1) * batch_size])
+            idx = order[s * batch_size:(s + 1) * batch_size]
+            idx = idx[np.argsort(self._rank[idx])]  # a batch's rows in canonical order
             yield np.asarray(self.X[idx]), self.y[idx]
 
     def val_batches(self, batch_size: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:

@@ -86,9 +86,7 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
             validation_col=spec.get("validationCol"), validation_fraction=float(spec.get("validationFraction") or 0),
             seed=seed, rank=rank)
         if stride[1] > 1:
-            keep = np.zeros(len(shard.y), dtype=bool)
-            keep[stride[0]::stride[1]] = True
-            shard = shard.subset(keep)
+            shard = shard.stride(stride[0], stride[1])
     except ShardDataError as exc:
         error = str(exc)
     model = build_module(spec["model"])
