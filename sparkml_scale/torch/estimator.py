@@ -489,18 +489,11 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
     def _check_checkpoint_dir(self) -> None:
         """ValueError naming 'checkpointDir' when the driver cannot create and write it (the
         driver reads the checkpoints back on resume; the training processes check it too)."""
-        d = self.getCheckpointDir()
-        if not d:
-            return
-        probe = os.path.join(d, f".write-probe-driver-{os.getpid()}")
-        try:
-            os.makedirs(d, exist_ok=True)
-            with open(probe, "wb") as f:
-                f.write(b"ok")
-            os.remove(probe)
-        except OSError as exc:
-            raise ValueError(f"param 'checkpointDir' {d!r} cannot be written by the driver: {exc}; it must be a "
-                             "path the driver and every executor can write (shared storage)") from None
+        from .worker import probe_checkpoint_dir
+
+        error = probe_checkpoint_dir(self.getCheckpointDir(), "the driver")
+        if error:
+            raise ValueError(error)
 
     def _fit(self, dataset: DataFrame) -> "TorchModel":
         from .launch import check_slots, launch

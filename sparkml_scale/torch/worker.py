@@ -165,7 +165,8 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
         n_val = len(shard.val_idx) if shard is not None and error is None else 0
         # Every rank may become the one that writes checkpoints (rank 0 of a re-run can land on any
         # executor), so every rank checks that it can write checkpointDir before training starts.
-        ckpt_error = _probe_checkpoint_dir(spec.get("checkpointDir"), rank)
+        ckpt_error = probe_checkpoint_dir(spec.get("checkpointDir"), f"training process rank {rank}",
+                                          "torch.checkpoint_dir")
         bad = np.zeros(world)
         bad[rank] = float(ckpt_error is not None)
         totals = allreduce_sum(np.concatenate([[float(error is not None), n_train, n_val, num_outputs], bad]))
@@ -244,25 +245,26 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
                 shard.close()
 
 
-def _probe_checkpoint_dir(directory: Optional[str], rank: int) -> Optional[str]:
+def probe_checkpoint_dir(directory: Optional[str], who: str, fault_point: Optional[str] = None) -> Optional[str]:
     """``None`` when this process can create ``directory`` and write a file in it, else the
-    error message (naming the param, the rank and the host)."""
+    error message naming the param, ``who`` (e.g. "training process rank 1") and the host.
+    ``fault_point``: a :func:`~sparkml_scale.core.faults.maybe_fail` point checked first."""
     if not directory:
         return None
     import socket
 
-    probe = os.path.join(directory, f".write-probe-rank{rank}-{os.getpid()}")
+    probe = os.path.join(directory, f".write-probe-{os.getpid()}")
     try:
-        maybe_fail("torch.checkpoint_dir")
+        if fault_point:
+            maybe_fail(fault_point)
         os.makedirs(directory, exist_ok=True)
         with open(probe, "wb") as f:
             f.write(b"ok")
         os.remove(probe)
         return None
     except Exception as exc:  # noqa: BLE001 - OSError, or an injected fault in tests
-        return (f"param 'checkpointDir' {directory!r} cannot be written by training process rank {rank} on host "
-                f"{socket.gethostname()}: {exc}; it must be a path every executor and the driver can write "
-                "(shared storage)")
+        return (f"param 'checkpointDir' {directory!r} cannot be written by {who} on host {socket.gethostname()}: "
+                f"{exc}; it must be a path every executor and the driver can write (shared storage)")
 
 
 def _checkpoint(directory: str, epoch: int, model, optimizer, history, track) -> None:
