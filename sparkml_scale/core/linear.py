@@ -1,12 +1,13 @@
-"""Shared state of fitted linear models: coefficients, intercept, summary, persistence."""
+"""Shared state of fitted linear models: coefficients, intercept, summary, persistence, and
+Spark's compressed forms of coefficient matrices and vectors."""
 from __future__ import annotations
 
 from typing import Any, Dict
 
 import numpy as np
-from pyspark.ml.linalg import DenseVector
+from pyspark.ml.linalg import DenseMatrix, DenseVector, Matrix, SparseMatrix, SparseVector, Vector
 
-__all__ = ["LinearModelMixin"]
+__all__ = ["LinearModelMixin", "compressed_matrix", "compressed_vector"]
 
 
 class LinearModelMixin:
@@ -67,3 +68,28 @@ class LinearModelMixin:
         if self._summary is None:
             raise RuntimeError(f"No training summary available for this {type(self).__name__}")
         return self._summary
+
+
+def compressed_matrix(B: np.ndarray) -> Matrix:
+    """Spark's ``Matrix.compressed`` of the row-major ``B``: dense if that is no larger than
+    the smaller sparse layout (12 bytes a value and index, 4 a pointer, 3 array headers), else
+    CSC if no larger than CSR, else CSR (``isTransposed``)."""
+    rows, cols = B.shape
+    nnz = int(np.count_nonzero(B))
+    dense = 8 * rows * cols + 12
+    csc = 12 * nnz + 4 * (cols + 1) + 36
+    csr = 12 * nnz + 4 * (rows + 1) + 36
+    if dense <= min(csc, csr):
+        return DenseMatrix(rows, cols, B.ravel().tolist(), isTransposed=True)
+    major = B if csr < csc else B.T  # CSR of B, or CSR of B^T = CSC of B
+    ptr = np.concatenate([[0], np.cumsum(np.count_nonzero(major, axis=1))]).astype(int)
+    r, c = np.nonzero(major)
+    return SparseMatrix(rows, cols, ptr.tolist(), c.tolist(), major[r, c].tolist(), isTransposed=int(csr < csc))
+
+
+def compressed_vector(v: np.ndarray) -> Vector:
+    """Spark's ``Vector.compressed``: sparse when ``1.5 * (nnz + 1) < size``."""
+    nz = np.flatnonzero(v)
+    if 1.5 * (len(nz) + 1.0) < len(v):
+        return SparseVector(len(v), nz.tolist(), v[nz].tolist())
+    return DenseVector(v)

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 from ..core.arrow import block_to_vectors
 from ..core.persistence import ParamsReadWrite
 from ..core.session import vector_arrow_udf
-from ..core.schema import check_column, check_new_column
+from ..core.schema import check_column, check_new_column, quote
 
 __all__ = ["FeatureHasher", "hash_batch", "SEED", "SIGN_SEED"]
 
@@ -378,10 +378,6 @@ def _make_udf(spark, plans: List[tuple], n: int, signed: bool):
     return vector_arrow_udf(spark, feature_hash, VectorUDT())
 
 
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 class FeatureHasher(Transformer, HasInputCols, HasOutputCol, HasNumFeatures, ParamsReadWrite):
     """Hash columns into one sparse feature vector (the hashing trick).
 
@@ -576,7 +572,7 @@ class FeatureHasher(Transformer, HasInputCols, HasOutputCol, HasNumFeatures, Par
         cols = self.getInputCols()
         args = []
         for i, (c, to_string) in enumerate(zip(cols, cast)):
-            col = F.col(_quote(c))
+            col = F.col(quote(c))
             if to_string:
                 col = col.cast("string")
             args.append(col.alias(f"c{i}"))

@@ -56,20 +56,16 @@ import logging
 from typing import Any, Dict, Optional
 
 import numpy as np
-import pyarrow as pa
 from pyspark import keyword_only
-from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import DenseMatrix, DenseVector, VectorUDT
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasMaxIter, HasOutputCol, HasSeed, HasTol
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from ..core.arrow import dense_to_vectors, map_valid, vectors_to_block
-from ..core.gram import covariance_apply_pass, gram_pass, moments_pass, probe_vectors
-from ..core.persistence import ModelLoadError, ParamsReadWrite
-from ..core.lineage import RecordsLineage
-from ..core.session import vector_arrow_udf
+from ..core.persistence import ModelLoadError
+from ..core.params import Interval, Options, Required
+from ..core.stage import StageParams, TrainingData, VectorEstimator, VectorModel, map_vectors
 from ..core.schema import check_new_column, check_vector_column
 
 __all__ = ["PCA", "PCAModel", "EXACT_MAX_FEATURES"]
@@ -83,7 +79,21 @@ EXACT_MAX_FEATURES = 4096
 EXACT_LIMIT = 16384
 
 
-class _PCAParams(HasInputCol, HasOutputCol, HasMaxIter, HasSeed, HasTol):
+class _PCAParams(StageParams, HasInputCol, HasOutputCol, HasMaxIter, HasSeed, HasTol):
+    """Params of :class:`PCA` and :class:`PCAModel`."""
+
+    _input_roles = (("inputCol", "vector", False),)
+    _output_params = ("outputCol",)
+    _param_constraints = {
+        "k": [Required("the number of principal components"), Interval(int, 1, None)],
+        "method": Options("auto", "exact", "randomized"),
+        "oversampling": Interval(int, 0, None),
+        "maxIter": Interval(int, 1, None),
+        "tol": Interval(float, 0.0, None),
+        "inputCol": Required(),
+        "outputCol": Required(),
+    }
+
     k: "Param[int]" = Param(Params._dummy(), "k", "the number of principal components (> 0)",
                             typeConverter=TypeConverters.toInt)
     method: "Param[str]" = Param(
@@ -128,26 +138,7 @@ class _PCAParams(HasInputCol, HasOutputCol, HasMaxIter, HasSeed, HasTol):
     def getWhiten(self) -> bool:
         return self.getOrDefault(self.whiten)
 
-    def _validate_params(self) -> None:
-        if not self.isDefined(self.k):
-            raise ValueError("param 'k' is not set: the number of principal components")
-        if self.getK() < 1:
-            raise ValueError(f"param 'k' must be >= 1, got {self.getK()}")
-        if self.getMethod() not in ("auto", "exact", "randomized"):
-            raise ValueError(f"param 'method' must be 'auto', 'exact' or 'randomized', got {self.getMethod()!r}")
-        if self.getOversampling() < 0:
-            raise ValueError(f"param 'oversampling' must be >= 0, got {self.getOversampling()}")
-        if self.getMaxIter() < 1:
-            raise ValueError(f"param 'maxIter' must be >= 1, got {self.getMaxIter()}")
-        if not self.getTol() >= 0:
-            raise ValueError(f"param 'tol' must be >= 0, got {self.getTol()}")
-        if not self.isDefined(self.inputCol):
-            raise ValueError("param 'inputCol' is not set")
-        if not self.isDefined(self.outputCol) or not self.getOutputCol():
-            raise ValueError("param 'outputCol' is not set")
-
-
-class PCA(RecordsLineage, _PCAParams, Estimator, ParamsReadWrite):
+class PCA(_PCAParams, VectorEstimator):
     """Principal component analysis of a vector column, fitted by map-reduce.
 
     Drop-in for :class:`pyspark.ml.feature.PCA` (params ``k``, ``inputCol``,
@@ -220,60 +211,56 @@ class PCA(RecordsLineage, _PCAParams, Estimator, ParamsReadWrite):
     def setWhiten(self, value: bool) -> "PCA":
         return self._set(whiten=value)
 
-    def _fit(self, dataset: DataFrame) -> "PCAModel":
-        self._validate_params()
-        col = self.getInputCol()
-        check_vector_column(dataset.schema, col, "inputCol")
-        check_new_column(dataset.schema, self.getOutputCol(), "outputCol")
-        k = self.getK()
-        probe = probe_vectors(dataset, col)
-        dense, d, _ = probe
-        if d is None:
-            raise ValueError(f"column {col!r} (inputCol): the DataFrame is empty (no non-null vector)")
-        if k > d:
-            raise ValueError(f"param 'k' = {k} is larger than the number of features d = {d} of column {col!r}")
+    # ------------------------------------------------------------------ template hooks
+    def _check_input_schema(self, schema: T.StructType, outputs: bool = True) -> None:
+        super()._check_input_schema(schema, outputs=True)  # the output column must be new already at fit
+
+    def _check_features(self, d: int) -> None:
+        if self.getK() > d:
+            raise ValueError(f"param 'k' = {self.getK()} is larger than the number of features d = {d} of column "
+                             f"{self.getInputCol()!r}")
+
+    def _solve(self, data: TrainingData):
+        k, d = self.getK(), data.cols.size
         method = self.getMethod()
         if method == "exact" or (method == "auto" and d <= EXACT_MAX_FEATURES):
             if d <= EXACT_MAX_FEATURES:
-                res = self._exact(dataset, col, probe, d, k)
-            else:
-                mom = moments_pass(dataset, col, probe=probe)
-                if len(mom.support) > EXACT_LIMIT:
-                    raise ValueError(
-                        f"method='exact' needs a {len(mom.support)} x {len(mom.support)} matrix "
-                        f"(column {col!r} has {len(mom.support)} non-zero columns, limit {EXACT_LIMIT}); "
-                        "use method='randomized' or 'auto'"
-                    )
-                res = self._exact_on_support(dataset, col, probe, mom, k)
-        else:
-            mom = moments_pass(dataset, col, probe=probe)
-            if method == "auto" and len(mom.support) <= EXACT_MAX_FEATURES:
-                res = self._exact_on_support(dataset, col, probe, mom, k)
-            else:
-                res = self._randomized(dataset, col, dense, d, mom, k)
-        pc, eig, total, mean, n, used = res
-        model = PCAModel._create(pc, eig, total, mean, n, used)
-        self._copyValues(model)
-        return model
+                return self._exact(data, k)
+            mom = data.moments()
+            if len(mom.support) > EXACT_LIMIT:
+                raise ValueError(
+                    f"method='exact' needs a {len(mom.support)} x {len(mom.support)} matrix "
+                    f"(column {self.getInputCol()!r} has {len(mom.support)} non-zero columns, limit {EXACT_LIMIT}); "
+                    "use method='randomized' or 'auto'"
+                )
+            return self._exact_on_support(data, mom, k)
+        mom = data.moments()
+        if method == "auto" and len(mom.support) <= EXACT_MAX_FEATURES:
+            return self._exact_on_support(data, mom, k)
+        return self._randomized(data, mom, k)
+
+    def _create_model(self, result) -> "PCAModel":
+        return PCAModel._create(*result)
 
     # -- exact -----------------------------------------------------------------
-    def _exact(self, df, col, probe, d, k):
-        g = gram_pass(df, col, probe=probe)
-        _need_two_rows(g.count, col)
+    def _exact(self, data: TrainingData, k: int):
+        g = data.gram()
+        _need_two_rows(g.count, self.getInputCol())
         vec, eig, total = _covariance_svd(g, k)
         return vec, eig, total, g.mean, g.count, "exact"
 
-    def _exact_on_support(self, df, col, probe, mom, k):
+    def _exact_on_support(self, data: TrainingData, mom, k: int):
         """Exact SVD restricted to the non-zero columns (the others have zero variance)."""
-        _need_two_rows(mom.count, col)
-        g = gram_pass(df, col, probe=probe, support=mom.support)
+        _need_two_rows(mom.count, self.getInputCol())
+        g = data.gram(support=mom.support)
         vec, eig, total = _covariance_svd(g, k)
         pc, eig_k = _embed(vec[:, :k], eig[:k], mom.support, mom.num_features, k)
         return pc, eig_k, total, mom.mean, mom.count, "exact"
 
     # -- randomized ------------------------------------------------------------
-    def _randomized(self, df, col, dense, d, mom, k):
-        _need_two_rows(mom.count, col)
+    def _randomized(self, data: TrainingData, mom, k: int):
+        _need_two_rows(mom.count, self.getInputCol())
+        d = data.cols.size
         S = mom.support
         s = len(S)
         n = mom.count
@@ -289,7 +276,7 @@ class PCA(RecordsLineage, _PCAParams, Estimator, ParamsReadWrite):
         tol = self.getTol()
         best = None
         for it in range(self.getMaxIter()):
-            Y = covariance_apply_pass(df, col, dense, d, S, Q, num_partitions=mom.num_partitions)
+            Y = data.covariance_apply(S, Q, num_partitions=mom.num_partitions)
             Y = (Y - n * np.outer(mu, mu @ Q)) / (n - 1)  # C Q, centring applied implicitly
             T_ = Q.T @ Y
             theta, U = np.linalg.eigh((T_ + T_.T) / 2)
@@ -374,7 +361,7 @@ def _fix_signs(pc: np.ndarray) -> np.ndarray:
     return pc
 
 
-class PCAModel(_PCAParams, Model, ParamsReadWrite):
+class PCAModel(_PCAParams, VectorModel):
     """A fitted :class:`PCA`: projects ``inputCol`` onto the ``k`` principal components.
 
     ``transform`` adds ``outputCol`` (dense ``VectorUDT`` of size ``k``):
@@ -481,34 +468,27 @@ class PCAModel(_PCAParams, Model, ParamsReadWrite):
         sd = np.sqrt(np.maximum(self._eig, 0.0))
         return np.where(sd > 0, sd, 1.0)
 
-    def transformSchema(self, schema: T.StructType) -> T.StructType:
-        check_vector_column(schema, self.getInputCol(), "inputCol")
-        check_new_column(schema, self.getOutputCol(), "outputCol")
-        return T.StructType(list(schema.fields) + [T.StructField(self.getOutputCol(), VectorUDT(), True)])
+    # ------------------------------------------------------------------ template hooks
+    def _output_fields(self):
+        return [("outputCol", self.getOutputCol(), VectorUDT())]
 
-    def _transform(self, dataset: DataFrame) -> DataFrame:
-        from pyspark.sql import functions as F
+    def _num_features(self) -> int:
+        return self._pc.shape[0]
 
-        self.transformSchema(dataset.schema)
-        col = self.getInputCol()
+    def _block_predictor(self):
         pc = self._pc
-        d = pc.shape[0]
         offset = (self._mean @ pc) if self.getCenter() else None
         scales = self._scales()
 
-        def project_rows(vectors: pa.Array) -> pa.Array:
-            Y = np.asarray(vectors_to_block(vectors, col, size=d) @ pc)
+        def project(X):
+            Y = np.asarray(X @ pc)
             if offset is not None:
                 Y = Y - offset
             if scales is not None:
                 Y = Y / scales
-            return dense_to_vectors(Y)
+            return [Y]
 
-        def project(vectors: pa.Array) -> pa.Array:
-            return map_valid(vectors, project_rows)
-
-        udf = vector_arrow_udf(dataset.sparkSession, project, VectorUDT())
-        return dataset.select("*", udf(F.col(f"`{col}`")).alias(self.getOutputCol()))
+        return project
 
     def inverseTransform(self, dataset: DataFrame, outputCol: Optional[str] = None) -> DataFrame:
         """Map the projections in ``outputCol`` back to the input space.
@@ -520,28 +500,21 @@ class PCAModel(_PCAParams, Model, ParamsReadWrite):
         ``TypeError`` if the projection column is missing or not a vector, or the
         new column exists.
         """
-        from pyspark.sql import functions as F
-
         src = self.getOutputCol()
         new = outputCol or f"{self.getInputCol()}_reconstructed"
         check_vector_column(dataset.schema, src, "outputCol")
         check_new_column(dataset.schema, new, "outputCol (of inverseTransform)")
         pc = self._pc
-        k = pc.shape[1]
         mean = self._mean if self.getCenter() else None
         scales = self._scales()
 
-        def back_rows(vectors: pa.Array) -> pa.Array:
-            Y = np.asarray(vectors_to_block(vectors, src, size=k, dense=True))
+        def back(Y):
+            Y = np.asarray(Y)
             if scales is not None:
                 Y = Y * scales
             X = Y @ pc.T
             if mean is not None:
                 X = X + mean
-            return dense_to_vectors(X)
+            return [X]
 
-        def back(vectors: pa.Array) -> pa.Array:
-            return map_valid(vectors, back_rows)
-
-        udf = vector_arrow_udf(dataset.sparkSession, back, VectorUDT())
-        return dataset.select("*", udf(F.col(f"`{src}`")).alias(new))
+        return map_vectors(dataset, src, [("outputCol", new, VectorUDT())], back, size=pc.shape[1], dense=True)

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ..core.errors import first_line  # noqa: F401 - re-exported for the io modules
+from ..core.schema import quote
 
 __all__ = [
     "TableNotFoundError",
@@ -93,8 +94,8 @@ def path_has_entries(fs, p: str) -> bool:
     return bool(fs.get_file_info(pafs.FileSelector(p, recursive=False)))
 
 
-def quote_col(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
+#: The package's one quoting helper (``a.b`` -> ```a.b```), under the name io modules use.
+quote_col = quote
 
 
 def to_utc_datetime(value, param: str = "timestamp") -> _dt.datetime:

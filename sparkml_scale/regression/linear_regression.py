@@ -42,17 +42,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 import numpy as np
-import pyarrow as pa
 from pyspark import keyword_only
-from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import Vector, Vectors
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
@@ -61,10 +57,12 @@ from pyspark.ml.param.shared import (
     HasFeaturesCol,
     HasFitIntercept,
     HasLabelCol,
+    HasLoss,
     HasMaxBlockSizeInMB,
     HasMaxIter,
     HasPredictionCol,
     HasRegParam,
+    HasSolver,
     HasStandardization,
     HasTol,
     HasWeightCol,
@@ -72,14 +70,12 @@ from pyspark.ml.param.shared import (
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from ..core.arrow import map_valid, vectors_to_block
-from ..core.gram import gram_pass, probe_vectors
-from ..core.linear import LinearModelMixin
 from .._version import __version__
-from ..core.persistence import ParamsReadWrite, ParamsWriter
-from ..core.lineage import RecordsLineage
-from ..core.session import vector_arrow_udf
-from ..core.schema import check_new_column, check_numeric_column, check_vector_column
+from ..core.linear import LinearModelMixin
+from ..core.params import Interval, Options
+from ..core.persistence import ParamsWriter
+from ..core.stage import StageParams, TrainingData, VectorEstimator, VectorModel
+from ..core.summary import LinearRegressionSummary, LinearRegressionTrainingSummary
 
 __all__ = [
     "LinearRegression",
@@ -97,6 +93,7 @@ MAX_NUM_FEATURES = 4096
 
 
 class _LinearRegressionParams(
+    StageParams,
     HasFeaturesCol,
     HasLabelCol,
     HasPredictionCol,
@@ -109,7 +106,25 @@ class _LinearRegressionParams(
     HasWeightCol,
     HasAggregationDepth,
     HasMaxBlockSizeInMB,
+    HasSolver,
+    HasLoss,
 ):
+    """Params of :class:`LinearRegression` and its model: MLlib's names, defaults and docs."""
+
+    _input_roles = (("featuresCol", "vector", False), ("labelCol", "numeric", False),
+                    ("weightCol", "numeric", True))
+    _output_params = ("predictionCol",)
+    _param_constraints = {
+        "regParam": Interval(float, 0.0, None),
+        "solver": Options("auto", "normal", note="l-bfgs is not offered: the normal equations are exact and "
+                                                  "need one pass"),
+        "aggregationDepth": Interval(int, 1, None),
+        "elasticNetParam": Interval(float, 0.0, 1.0),
+        "epsilon": Interval(float, 1.0, None, closed="neither"),
+        "maxIter": Interval(int, 0, None),
+        "tol": Interval(float, 0.0, None),
+        "maxBlockSizeInMB": Interval(float, 0.0, None),
+    }
     solver: "Param[str]" = Param(
         Params._dummy(),
         "solver",
@@ -136,31 +151,11 @@ class _LinearRegressionParams(
                          featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
                          tol=1e-6, elasticNetParam=0.0, loss="squaredError", epsilon=1.35, maxBlockSizeInMB=0.0)
 
-    def getSolver(self) -> str:
-        return self.getOrDefault(self.solver)
-
-    def getLoss(self) -> str:
-        return self.getOrDefault(self.loss)
-
     def getEpsilon(self) -> float:
         return self.getOrDefault(self.epsilon)
 
-    def _weight_col(self) -> Optional[str]:
-        return self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
-
-    def _validate_params(self) -> None:
-        if not self.getRegParam() >= 0 or math.isinf(self.getRegParam()):
-            raise ValueError(f"param 'regParam' must be finite and >= 0, got {self.getRegParam()}")
-        if self.getSolver() not in ("auto", "normal"):
-            raise ValueError(
-                f"param 'solver' must be 'auto' or 'normal', got {self.getSolver()!r} "
-                "(l-bfgs is not offered: the normal equations are exact and need one pass)"
-            )
-        if self.getAggregationDepth() < 1:
-            raise ValueError(f"param 'aggregationDepth' must be >= 1, got {self.getAggregationDepth()}")
+    def _validate_extra(self) -> None:
         en = self.getElasticNetParam()
-        if not 0.0 <= en <= 1.0:
-            raise ValueError(f"param 'elasticNetParam' must be in [0, 1], got {en}")
         if en > 0 and self.getRegParam() > 0:
             raise ValueError(
                 f"param 'elasticNetParam' = {en} with regParam = {self.getRegParam()} asks for an L1 penalty, "
@@ -172,17 +167,9 @@ class _LinearRegressionParams(
                 raise ValueError("param 'loss' = 'huber' is not supported: this LinearRegression fits "
                                  "loss='squaredError' only (MLlib fits huber with l-bfgs)")
             raise ValueError(f"param 'loss' must be 'squaredError', got {self.getLoss()!r}")
-        if not self.getEpsilon() > 1.0 or math.isinf(self.getEpsilon()):
-            raise ValueError(f"param 'epsilon' must be finite and > 1.0, got {self.getEpsilon()}")
-        if self.getMaxIter() < 0:
-            raise ValueError(f"param 'maxIter' must be >= 0, got {self.getMaxIter()}")
-        if not self.getTol() >= 0:
-            raise ValueError(f"param 'tol' must be >= 0, got {self.getTol()}")
-        if not self.getMaxBlockSizeInMB() >= 0:
-            raise ValueError(f"param 'maxBlockSizeInMB' must be >= 0, got {self.getMaxBlockSizeInMB()}")
 
 
-class LinearRegression(RecordsLineage, _LinearRegressionParams, Estimator, ParamsReadWrite):
+class LinearRegression(_LinearRegressionParams, VectorEstimator):
     """Least-squares linear regression with optional L2 penalty, fitted from one Gram pass.
 
     A drop-in for :class:`pyspark.ml.regression.LinearRegression` with
@@ -274,33 +261,26 @@ class LinearRegression(RecordsLineage, _LinearRegressionParams, Estimator, Param
     def setMaxBlockSizeInMB(self, value: float) -> "LinearRegression":
         return self._set(maxBlockSizeInMB=value)
 
-    def _fit(self, dataset: DataFrame) -> "LinearRegressionModel":
-        self._validate_params()
-        fcol, lcol, wcol = self.getFeaturesCol(), self.getLabelCol(), self._weight_col()
-        check_vector_column(dataset.schema, fcol, "featuresCol")
-        check_numeric_column(dataset.schema, lcol, "labelCol")
-        if wcol:
-            check_numeric_column(dataset.schema, wcol, "weightCol")
-        t0 = time.perf_counter()
-        probe = probe_vectors(dataset, fcol)
-        if probe[1] is None:
-            raise ValueError(f"column {fcol!r} (featuresCol): the DataFrame is empty (no non-null vector)")
-        if probe[1] > MAX_NUM_FEATURES:
+    # ------------------------------------------------------------------ template hooks
+    def _check_features(self, d: int) -> None:
+        if d > MAX_NUM_FEATURES:
             raise ValueError(
-                f"column {fcol!r} (featuresCol) has {probe[1]} features; the normal-equation solver takes at most "
-                f"{MAX_NUM_FEATURES} (as MLlib's)"
+                f"column {self.getFeaturesCol()!r} (featuresCol) has {d} features; the normal-equation solver "
+                f"takes at most {MAX_NUM_FEATURES} (as MLlib's)"
             )
-        g = gram_pass(dataset, fcol, lcol, wcol, depth=self.getAggregationDepth(), probe=probe)
-        if g.weight_sum <= 0:
-            raise ValueError(f"column {wcol!r} (weightCol): the weights sum to zero")
-        coef, intercept = _solve(g, self.getRegParam(), self.getFitIntercept(), self.getStandardization(), lcol)
-        model = LinearRegressionModel._create(coef, intercept)
-        self._copyValues(model)
-        model._summary = LinearRegressionTrainingSummary(
-            model, dataset, y_bar=float(g.sum_y / g.weight_sum), num_instances=g.count,
-            seconds=time.perf_counter() - t0,
-        )
-        return model
+
+    def _solve(self, data: TrainingData):
+        g = data.gram()
+        coef, intercept = _solve(g, self.getRegParam(), self.getFitIntercept(), self.getStandardization(),
+                                 self.getLabelCol())
+        return coef, intercept, float(g.sum_y / g.weight_sum), g.count
+
+    def _create_model(self, result) -> "LinearRegressionModel":
+        return LinearRegressionModel._create(result[0], result[1])
+
+    def _training_summary(self, model, dataset, result, seconds: float):
+        return LinearRegressionTrainingSummary(model, dataset, y_bar=result[2], num_instances=result[3],
+                                               seconds=seconds)
 
 
 def _solve(g, lam: float, fit_intercept: bool, standardize: bool, lcol: str):
@@ -360,194 +340,7 @@ def _spd_solve(A: np.ndarray, r: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(A, r, rcond=None)[0]
 
 
-class LinearRegressionSummary:
-    """Metrics of a :class:`LinearRegressionModel` on a DataFrame (MLlib's ``LinearRegressionSummary``),
-    from ``model.evaluate(df)``; computed on first access (one Spark job for the metrics, one
-    more for the label mean when the data is not the training data), then kept.
-
-    ``rootMeanSquaredError``, ``meanSquaredError``, ``meanAbsoluteError``, ``r2``
-    (``1 - SSE/SST``; SST about the label mean, or about 0 when
-    ``fitIntercept=False``, as MLlib's ``RegressionMetrics(throughOrigin)``),
-    ``r2adj``, ``explainedVariance`` (``sum w (p - y_bar)^2 / W``), all weighted by
-    the model's ``weightCol``; ``numInstances`` (rows), ``degreesOfFreedom``
-    (``numInstances - numFeatures - 1`` with an intercept, ``- 0`` without),
-    ``predictions`` (the model's ``transform`` of the data), ``residuals``
-    (one double column ``residuals = label - prediction``), ``predictionCol``,
-    ``labelCol``, ``featuresCol``.
-
-    Raises ``ValueError`` naming the column, when the metrics are computed, for
-    null/NaN/infinite labels, null feature vectors or null/NaN/negative weights;
-    the metrics of an empty DataFrame are NaN.
-    """
-
-    def __init__(self, model, dataset: DataFrame, y_bar: Optional[float] = None,
-                 num_instances: Optional[int] = None):
-        pcol = model.getPredictionCol() or f"prediction_{uuid.uuid4().hex[:12]}"
-        self._model = model.copy().setPredictionCol(pcol)
-        self._model._summary = None
-        self._dataset = dataset
-        self._lcol = model.getLabelCol()
-        self._wcol = model._weight_col()
-        self._y_bar = y_bar
-        self._n = num_instances
-        self._metrics: Optional[Dict[str, float]] = None
-
-    @property
-    def predictions(self) -> DataFrame:
-        """The model's ``transform`` of the data (with ``predictionCol``)."""
-        return self._model.transform(self._dataset)
-
-    @property
-    def predictionCol(self) -> str:
-        return self._model.getPredictionCol()
-
-    @property
-    def labelCol(self) -> str:
-        return self._lcol
-
-    @property
-    def featuresCol(self) -> str:
-        return self._model.getFeaturesCol()
-
-    @property
-    def residuals(self) -> DataFrame:
-        """One column ``residuals`` (double): ``label - prediction`` per row."""
-        from pyspark.sql import functions as F
-
-        y = F.col(f"`{self._lcol}`").cast("double")
-        return self.predictions.select((y - F.col(f"`{self.predictionCol}`")).alias("residuals"))
-
-    def _label_mean(self):
-        """Weighted label mean and row count of the data (one job), checking labels and weights."""
-        from pyspark.sql import functions as F
-
-        y = F.col(f"`{self._lcol}`").cast("double")
-        w = F.col(f"`{self._wcol}`").cast("double") if self._wcol else F.lit(1.0)
-        bad_y = y.isNull() | F.isnan(y) | (F.abs(y) == float("inf"))
-        bad_w = w.isNull() | F.isnan(w) | (w < 0) | (w == float("inf"))
-        r = self._dataset.select(
-            F.count(F.lit(1)).alias("n"),
-            F.sum(F.when(bad_y, 1).otherwise(0)).alias("bad_y"),
-            F.sum(F.when(bad_w, 1).otherwise(0)).alias("bad_w"),
-            F.sum(w).alias("W"),
-            F.sum(w * y).alias("wy"),
-        ).collect()[0]
-        if r["bad_y"]:
-            raise ValueError(f"column {self._lcol!r} (labelCol) holds {r['bad_y']} null, NaN or infinite label(s)")
-        if r["bad_w"]:
-            raise ValueError(f"column {self._wcol!r} (weightCol) holds {r['bad_w']} null, NaN, infinite or "
-                             "negative weight(s)")
-        W = r["W"] or 0.0
-        return (r["wy"] / W if W > 0 else float("nan")), int(r["n"])
-
-    def _compute(self) -> Dict[str, float]:
-        if self._metrics is None:
-            from pyspark.sql import functions as F
-
-            if self._y_bar is None:
-                self._y_bar, self._n = self._label_mean()
-            y_bar = self._y_bar
-            pcol = self.predictionCol
-            df = self._model.transform(self._dataset)
-            y = F.col(f"`{self._lcol}`").cast("double")
-            p = F.col(f"`{pcol}`")
-            w = F.col(f"`{self._wcol}`").cast("double") if self._wcol else F.lit(1.0)
-            c = y_bar if self._model.getFitIntercept() else 0.0
-            nan = float("nan")
-            if self._n == 0:
-                self._metrics = {"mse": nan, "rmse": nan, "mae": nan, "r2": nan, "ev": nan}
-                return self._metrics
-            r = df.select(
-                F.sum(F.when(p.isNull(), 1).otherwise(0)).alias("null_p"),
-                F.sum(w).alias("W"),
-                F.sum(w * (y - p) * (y - p)).alias("sse"),
-                F.sum(w * F.abs(y - p)).alias("sae"),
-                F.sum(w * (y - F.lit(c)) * (y - F.lit(c))).alias("sst"),
-                F.sum(w * (p - F.lit(y_bar)) * (p - F.lit(y_bar))).alias("ssr"),
-            ).collect()[0]
-            if r["null_p"]:
-                raise ValueError(f"column {self.featuresCol!r} (featuresCol) holds {r['null_p']} null vector(s): "
-                                 "no prediction to evaluate")
-            W = r["W"]
-            if not W:
-                self._metrics = {"mse": nan, "rmse": nan, "mae": nan, "r2": nan, "ev": nan}
-                return self._metrics
-            mse = r["sse"] / W
-            self._metrics = {
-                "mse": mse,
-                "rmse": math.sqrt(mse),
-                "mae": r["sae"] / W,
-                "r2": 1.0 - r["sse"] / r["sst"] if r["sst"] > 0 else nan,
-                "ev": r["ssr"] / W,
-            }
-        return self._metrics
-
-    @property
-    def numInstances(self) -> int:
-        """Number of rows of the data."""
-        if self._n is None:
-            self._y_bar, self._n = self._label_mean()
-        return self._n
-
-    @property
-    def degreesOfFreedom(self) -> int:
-        """``numInstances - numFeatures - 1`` with an intercept, ``numInstances - numFeatures`` without."""
-        return self.numInstances - self._model.numFeatures - (1 if self._model.getFitIntercept() else 0)
-
-    @property
-    def meanSquaredError(self) -> float:
-        return self._compute()["mse"]
-
-    @property
-    def rootMeanSquaredError(self) -> float:
-        return self._compute()["rmse"]
-
-    @property
-    def meanAbsoluteError(self) -> float:
-        return self._compute()["mae"]
-
-    @property
-    def r2(self) -> float:
-        return self._compute()["r2"]
-
-    @property
-    def r2adj(self) -> float:
-        """Adjusted r2, MLlib's ``1 - (1 - r2) (n - i) / (n - d - i)`` (``i`` = 1 with an intercept)."""
-        i = 1 if self._model.getFitIntercept() else 0
-        den = self.numInstances - self._model.numFeatures - i
-        return 1.0 - (1.0 - self.r2) * (self.numInstances - i) / den if den > 0 else float("nan")
-
-    @property
-    def explainedVariance(self) -> float:
-        return self._compute()["ev"]
-
-    def _repr_fields(self) -> List[str]:
-        return [f"r2={self.r2:.6g}", f"rootMeanSquaredError={self.rootMeanSquaredError:.6g}",
-                f"numInstances={self.numInstances}"]
-
-    def __repr__(self) -> str:
-        """``LinearRegressionSummary(r2=..., rootMeanSquaredError=..., numInstances=...)`` (computes the
-        metrics if they are not yet)."""
-        return f"{type(self).__name__}({', '.join(self._repr_fields())})"
-
-
-class LinearRegressionTrainingSummary(LinearRegressionSummary):
-    """:class:`LinearRegressionSummary` of the model on its training data, plus
-    ``objectiveHistory`` (``[0.0]``, as MLlib's normal solver), ``totalIterations`` (0) and
-    ``trainingSeconds``.  ``numInstances`` and the label mean come from the fit, so the
-    metrics cost one Spark job."""
-
-    def __init__(self, model, dataset: DataFrame, y_bar: float, num_instances: int, seconds: float):
-        super().__init__(model, dataset, y_bar=y_bar, num_instances=num_instances)
-        self.trainingSeconds = seconds
-        self.objectiveHistory = [0.0]
-        self.totalIterations = 0
-
-    def _repr_fields(self) -> List[str]:
-        return super()._repr_fields() + [f"totalIterations={self.totalIterations}"]
-
-
-class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, Model, ParamsReadWrite):
+class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, VectorModel):
     """Fitted linear regression: ``coefficients`` (DenseVector, size ``numFeatures``),
     ``intercept`` (float), ``scale`` (1.0: the squared-error loss is not rescaled),
     ``summary``/``hasSummary``, ``evaluate(df)``, ``predict(vector)``; ``transform`` adds
@@ -586,10 +379,7 @@ class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, Model, Pa
         """
         if not isinstance(dataset, DataFrame):
             raise TypeError(f"dataset must be a DataFrame but got {type(dataset).__name__}")
-        check_vector_column(dataset.schema, self.getFeaturesCol(), "featuresCol")
-        check_numeric_column(dataset.schema, self.getLabelCol(), "labelCol")
-        if self._weight_col():
-            check_numeric_column(dataset.schema, self._weight_col(), "weightCol")
+        self._check_input_schema(dataset.schema)
         return LinearRegressionSummary(self, dataset)
 
     def write(self) -> "LinearRegressionModelWriter":
@@ -602,31 +392,21 @@ class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, Model, Pa
         ``RegressionTable`` with the intercept and a ``NumericPredictor`` per coefficient."""
         return _pmml_regression(self._coef, self._intercept)
 
-    def transformSchema(self, schema: T.StructType) -> T.StructType:
-        check_vector_column(schema, self.getFeaturesCol(), "featuresCol")
-        if not self.getPredictionCol():
-            return schema
-        check_new_column(schema, self.getPredictionCol(), "predictionCol")
-        return T.StructType(list(schema.fields) + [T.StructField(self.getPredictionCol(), T.DoubleType(), True)])
+    # ------------------------------------------------------------------ template hooks
+    def _output_fields(self):
+        name = self.getPredictionCol()
+        return [("predictionCol", name, T.DoubleType())] if name else []
 
-    def _transform(self, dataset: DataFrame) -> DataFrame:
-        from pyspark.sql import functions as F
+    def _num_features(self) -> int:
+        return len(self._coef)
 
-        self.transformSchema(dataset.schema)
-        if not self.getPredictionCol():
-            return dataset
+    def _block_predictor(self):
         coef, b = self._coef, self._intercept
-        fcol = self.getFeaturesCol()
-        d = len(coef)
 
-        def predict_rows(vectors: pa.Array) -> pa.Array:
-            return pa.array(np.asarray(vectors_to_block(vectors, fcol, size=d) @ coef + b, dtype=np.float64))
+        def predict(X):
+            return [np.asarray(X @ coef + b, dtype=np.float64)]
 
-        def predict_batch(vectors: pa.Array) -> pa.Array:
-            return map_valid(vectors, predict_rows)
-
-        udf = vector_arrow_udf(dataset.sparkSession, predict_batch, T.DoubleType())
-        return dataset.select("*", udf(F.col(f"`{fcol}`")).alias(self.getPredictionCol()))
+        return predict
 
 
 PMML_NAMESPACE = "http://www.dmg.org/PMML-4_4"

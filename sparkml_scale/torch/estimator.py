@@ -43,11 +43,11 @@ from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCo
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from ..core.allreduce import _conf, task_slots
+from ..core.cluster import conf_value as _conf, task_slots
 from ..core.faults import maybe_fail
 from ..core.persistence import ModelLoadError, ParamsReader, ParamsReadWrite
 from ..core.lineage import RecordsLineage
-from ..core.schema import check_column, check_new_column, distinct_names
+from ..core.schema import check_column, check_new_column, col, distinct_names
 from .factory import Trust, configured_trust, reference_of, resolve, trust_passed, trusted_entries
 from .loop import LOSSES
 
@@ -523,7 +523,7 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
         check_slots(spark, num_proc)
         self._check_checkpoint_dir()
         cols = [self.getFeaturesCol(), self.getLabelCol()] + ([self.getValidationCol()] if self.getValidationCol() else [])
-        df = dataset.select(*[f"`{c}`" for c in cols])
+        df = dataset.select(*[col(c) for c in cols])
         result = launch(df, self._spec(spark, num_proc, resume), num_proc, backend, self._gpu_wanted(spark))
         for m in result["history"]:
             log.info("epoch %d: %s", int(m["epoch"]), {k: round(v, 5) for k, v in m.items() if k != "epoch"})

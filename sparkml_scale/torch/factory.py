@@ -198,7 +198,7 @@ def configured_trust(spark=None) -> Tuple[str, ...]:
 
             spark = SparkSession.getActiveSession()
         if spark is not None:
-            from ..core.allreduce import _conf
+            from ..core.cluster import conf_value as _conf
 
             conf = _conf(spark, TRUSTED_CONF)
     except ImportError:  # pragma: no cover - a process without pyspark (torchrun on its own)

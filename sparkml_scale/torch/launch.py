@@ -38,7 +38,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pyarrow as pa
 
-from ..core.allreduce import after_barrier, wait_for_slots
+from ..core.allreduce import after_barrier
+from ..core.cluster import wait_for_slots
 from ..core.errors import task_error
 from .worker import ERROR_TAG
 
@@ -69,7 +70,7 @@ def check_slots(spark, num_proc: int) -> Optional[int]:
     slots are fewer than ``num_proc`` or cannot be told: a barrier stage needs every process
     running at once, and Spark refuses a larger one (SPARK-24819; in Spark 4.x that refusal also
     shuts the SparkContext down).  Waits a few seconds for executors still registering (see
-    :func:`~sparkml_scale.core.allreduce.wait_for_slots`).  Returns the slots."""
+    :func:`~sparkml_scale.core.cluster.wait_for_slots`).  Returns the slots."""
     slots = wait_for_slots(spark, num_proc)
     if slots is None:
         raise ValueError(f"param 'numProc' is {num_proc} but the cluster's task slots cannot be told (dynamic "

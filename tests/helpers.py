@@ -1,0 +1,63 @@
+"""Test helpers shared by the test modules (import as ``from helpers import ...``; conftest.py puts
+this folder on ``sys.path``).
+
+- :data:`CONNECT`: whether this run uses a Spark Connect session (``SPARKML_SCALE_TEST_CONNECT=1``);
+- :func:`vector_frame`: a DataFrame of feature vectors (dense or sparse), labels and weights;
+- :func:`assert_close`: the closeness rule of the parity tests (abs error where values are small,
+  relative where large).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
+CLUSTER = os.environ.get("SPARKML_SCALE_TEST_CLUSTER") == "1"
+
+__all__ = ["CONNECT", "CLUSTER", "vector_frame", "assert_close"]
+
+
+def vector_frame(spark, X, y=None, w=None, *, sparse: bool = False, parts: Optional[int] = 2, ids: bool = False,
+                 features: str = "features", label: str = "label", weight: str = "weight", cache: bool = True):
+    """DataFrame with ``features`` (``VectorUDT`` rows of ``X``, ``(n, d)``; sparse vectors of the
+    non-zeros when ``sparse``), ``label`` (float of ``y``) and ``weight`` (float of ``w``) when given,
+    and a leading ``id`` column (0..n-1) when ``ids``.  Repartitioned to ``parts`` (``None``: as
+    created) and cached unless ``cache=False``."""
+    from pyspark.ml.linalg import Vectors
+    from pyspark.sql import types as T
+    from pyspark.ml.linalg import VectorUDT
+
+    X = np.asarray(X, dtype=np.float64)
+    rows = []
+    for i, r in enumerate(X):
+        v = Vectors.sparse(len(r), {j: float(x) for j, x in enumerate(r) if x != 0}) if sparse else Vectors.dense(r)
+        row = ((i,) if ids else ()) + (v,)
+        if y is not None:
+            row += (float(y[i]),)
+        if w is not None:
+            row += (float(w[i]),)
+        rows.append(row)
+    fields = ([T.StructField("id", T.LongType())] if ids else []) + [T.StructField(features, VectorUDT())]
+    if y is not None:
+        fields.append(T.StructField(label, T.DoubleType()))
+    if w is not None:
+        fields.append(T.StructField(weight, T.DoubleType()))
+    df = spark.createDataFrame(rows, T.StructType(fields))
+    if parts is not None:
+        df = df.repartition(parts)
+    return df.cache() if cache else df
+
+
+def assert_close(ours, theirs, tol: float = 1e-6, what: str = "mllib") -> None:
+    """``|ours - theirs| / max(1, |theirs|) <= tol`` element-wise, with both arrays in the message."""
+    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
+    assert ours.shape == theirs.shape, f"shapes differ: ours {ours.shape}, {what} {theirs.shape}"
+    err = np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))
+    assert err.size == 0 or err.max() <= tol, f"max abs/rel error {err.max():.3g}\nours={ours}\n{what}={theirs}"
+
+
+def grouped(values: Sequence, n: int):
+    """``values`` in consecutive groups of ``n``."""
+    return [values[i : i + n] for i in range(0, len(values), n)]
