@@ -38,7 +38,6 @@ from pyspark.sql import types as T
 
 from ..core.linear import LinearModelMixin, compressed_matrix, compressed_vector
 from ..core.linear_loss import BinomialLoss, MultinomialLoss, loss_for
-from ..core.optim.lbfgs import LBFGSObjective
 from ..core.optim.sgd import SGDState
 from ..core.stage import TrainingData, VectorEstimator, VectorModel
 from ..core.summary import (
@@ -48,6 +47,7 @@ from ..core.summary import (
     LogisticRegressionTrainingSummary,
 )
 from ._logistic_params import MAX_CLASSES, SOLVERS, _LogisticRegressionParams
+from ._logistic_problem import build_objective, scatter_partial, wants_correlation
 
 __all__ = [
     "LogisticRegression",
@@ -63,12 +63,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Largest ``(numClasses x numFeatures)^2`` (float64 entries) for which an L2 fit computes the
-#: feature correlation matrix (one extra pass over the cached blocks) and preconditions
-#: L-BFGS with the Cholesky factor of the start's Hessian; larger problems use the diagonal one.
-FULL_PRECONDITIONER_ENTRIES = 1 << 20
-
-
 @dataclass
 class _Fit:
     """What ``LogisticRegression._solve`` hands to ``_create_model``/``_training_summary``."""
@@ -82,25 +76,6 @@ class _Fit:
     solver: str
     backend: Optional[str] = None
     sgd: Optional[SGDState] = None
-
-
-def _scatter_partial(d: int):
-    """Partial of ``sum_i w_i x_i x_i^T`` ``(d, d)`` over a partition's ``(X, y, w)`` blocks."""
-
-    def partial(blocks):
-        import scipy.sparse as sp
-
-        S = np.zeros((d, d))
-        for X, _, w in blocks:
-            if X.shape[0] == 0:
-                continue
-            if sp.issparse(X):
-                S += np.asarray((X.T @ sp.diags(w) @ X).todense())
-            else:
-                S += X.T @ (X * w[:, None])
-        return [S]
-
-    return partial
 
 
 class LogisticRegression(_LogisticRegressionParams, VectorEstimator):
@@ -301,17 +276,6 @@ class LogisticRegression(_LogisticRegressionParams, VectorEstimator):
         self._initial_model = model
         return self
 
-    def _initial_arrays(self, K: int, d: int):
-        m = self._initial_model
-        B = np.asarray(m.coefficientMatrix.toArray(), dtype=np.float64)
-        b = np.asarray(m.interceptVector.toArray(), dtype=np.float64)
-        if B.shape != (K, d) or b.shape != (K,):
-            raise ValueError(
-                f"initialModel has {B.shape[0]} x {B.shape[1]} coefficients, this fit needs {K} x {d} "
-                f"({'multinomial' if K > 1 else 'binomial'}, numFeatures {d})"
-            )
-        return B, b
-
     # ------------------------------------------------------------------ template hooks
     def _num_classes(self) -> int:
         if self._class_limit is not None:  # partialFit: the model's classes
@@ -343,9 +307,9 @@ class LogisticRegression(_LogisticRegressionParams, VectorEstimator):
         K = num_classes if multinomial else 1
         solver = data.execution.kind
         scatter = None
-        if solver != "sgd" and self.getMaxIter() > 0 and self._wants_correlation(K, stats.num_features):
-            scatter = data.aggregate(_scatter_partial(stats.num_features))[0]
-        obj = self._objective(stats, K, num_classes, scatter)
+        if solver != "sgd" and self.getMaxIter() > 0 and wants_correlation(self, K, stats.num_features):
+            scatter = data.aggregate(scatter_partial(stats.num_features))[0]
+        obj = build_objective(self, stats, K, num_classes, scatter)
         loss = loss_for(obj.multinomial)
         log.info("LogisticRegression: solver %s (%s)", solver, data.execution.reason)
         if solver == "sgd":
@@ -373,64 +337,6 @@ class LogisticRegression(_LogisticRegressionParams, VectorEstimator):
             dataset=dataset, labelCol=self.getLabelCol(), weightCol=self._weight_col(),
             numClasses=fit.num_classes if fit.multinomial else 2, solverUsed=fit.solver,
             allreduceBackend=fit.backend)
-
-    # ------------------------------------------------------------------ the problem
-    def _wants_correlation(self, K: int, d: int) -> bool:
-        """Whether this fit preconditions with the feature correlation matrix (L2 only, no bounds,
-        ``(K d)^2 <= FULL_PRECONDITIONER_ENTRIES``)."""
-        l1 = self.getRegParam() * self.getElasticNetParam()
-        return l1 == 0 and not self._has_bounds() and (K * d) ** 2 <= FULL_PRECONDITIONER_ENTRIES
-
-    def _objective(self, stats, K: int, num_classes: int, scatter=None) -> "LBFGSObjective":
-        """The problem in the optimizer's space, as a picklable :class:`_Objective`; ``scatter``
-        (``sum_i w_i x_i x_i^T``, ``(d, d)``) turns on the full preconditioner."""
-        d = stats.num_features
-        std = stats.std
-        inv_std = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
-        fit_b = self.getFitIntercept()
-        lam = self.getRegParam()
-        alpha = self.getElasticNetParam()
-        if self.getStandardization():
-            pen2 = np.ones(d)
-            pen1 = np.ones(d)
-        else:  # MLlib: the penalty applies to the unscaled coefficients
-            pen2 = inv_std**2
-            pen1 = inv_std
-        bounds = self._coefficient_bounds(K, d)
-        # Centring (below) makes intercept bounds non-box constraints: no centring then.
-        centre = fit_b and not self._has_intercept_bounds()
-        mu = stats.mean if centre else np.zeros(d)
-        counts = stats.label_counts[:num_classes]
-        if not fit_b:
-            b0 = np.zeros(K)
-        elif K > 1:
-            raw = np.log1p(counts)
-            b0 = raw - raw.mean()
-        else:
-            p1 = counts[1] / stats.weight_sum
-            b0 = np.array([float(np.log(p1 / (1.0 - p1)))])
-        init = None
-        if getattr(self, "_initial_model", None) is not None:
-            init = self._initial_arrays(K, d)
-        # Curvature of the mean log-loss per class at the start (class priors p: p (1 - p)), the
-        # scale of the data part of the Hessian's diagonal in the standardized space.
-        prior = counts / max(float(counts.sum()), 1e-300)
-        if K == 1:
-            prior = prior[1:2]
-        prior = np.clip(prior, 1e-3, 1.0)
-        curvature = prior * (1.0 - prior) if K == 1 else np.diag(prior) - np.outer(prior, prior)
-        corr = None
-        if scatter is not None:
-            # Weighted second moments of the standardized (centred when fitting an intercept) features.
-            W = stats.weight_sum
-            corr = (scatter / W - np.outer(mu, mu)) * np.outer(inv_std, inv_std)
-        return LBFGSObjective(
-            K=K, d=d, inv_std=inv_std, std=std, mu=mu, fit_b=fit_b, l1=lam * alpha, l2=lam * (1.0 - alpha),
-            pen1=np.tile(pen1, K), pen2=np.tile(pen2, K), multinomial=K > 1 or num_classes > 2,
-            W=stats.weight_sum, b0=b0, init=init, coef_bounds=bounds, tol=self.getTol(),
-            max_iter=self.getMaxIter(), centre_result=lam == 0.0, curvature=curvature, corr=corr,
-        )
-
 
 class SGDLogisticRegression(LogisticRegression):
     """``LogisticRegression`` trained by mini-batch AdaGrad SGD (``solver='sgd'`` by default).
@@ -555,7 +461,7 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Vecto
                 raise ValueError(f"column {self.getFeaturesCol()!r} (featuresCol) has {stats.num_features} "
                                  f"features, the model has {d}")
             if self._sgd is None:
-                obj = est._objective(stats, K, self.numClasses)
+                obj = build_objective(est, stats, K, self.numClasses)
                 self._sgd = SGDState.from_objective(obj)
                 self._sgd.beta = B * stats.std
                 self._sgd.b = b + B @ obj.mu

@@ -54,12 +54,12 @@ class Interval:
         if self.left is not None and self.right is not None:
             lb = "[" if lo == ">=" else "("
             rb = "]" if hi == "<=" else ")"
-            return f"in {lb}{self.left}, {self.right}{rb}"
+            return f"be in {lb}{self.left}, {self.right}{rb}"
         if self.left is not None:
-            return f"{lo} {self.left}"
+            return f"be {lo} {self.left}"
         if self.right is not None:
-            return f"{hi} {self.right}"
-        return "a finite number"
+            return f"be {hi} {self.right}"
+        return "be a finite number"
 
 
 class Options:
@@ -73,7 +73,7 @@ class Options:
         return value in self.values
 
     def describe(self) -> str:
-        return "one of " + ", ".join(map(repr, self.values)) + (f" ({self.note})" if self.note else "")
+        return "be one of " + ", ".join(map(repr, self.values)) + (f" ({self.note})" if self.note else "")
 
 
 class Required:
@@ -86,11 +86,11 @@ class Required:
         return value is not None and value != ""
 
     def describe(self) -> str:
-        return "set" + (f" ({self.what})" if self.what else "")
+        return "be set" + (f" ({self.what})" if self.what else "")
 
 
 class Check:
-    """Any predicate, with the text that completes ``param 'x' must ...``."""
+    """Any predicate, with the text that completes ``param 'x' must ...`` (e.g. ``"hold two values"``)."""
 
     def __init__(self, predicate: Callable[[Any], bool], text: str):
         self.predicate, self.text = predicate, text
@@ -131,4 +131,4 @@ def validate_params(stage, constraints: Optional[dict] = None) -> None:
         others = [c for c in specs if not isinstance(c, Required)]
         if others and not any(c(value) for c in others):
             desc = " or ".join(c.describe() for c in others)
-            raise ValueError(f"param {name!r} must be {desc}, got {value!r}")
+            raise ValueError(f"param {name!r} must {desc}, got {value!r}")

@@ -83,11 +83,9 @@ class StageParams(Params):
         v = self.getOrDefault(p) if self.isDefined(p) else None
         return v or None
 
-    def _role_param(self, kind: str, names: Iterable[str]) -> Optional[str]:
-        for param, k, _ in self._input_roles:
-            if param in names or (kind and k == kind and not names):
-                return param
-        return None
+    def _has_role(self, param: str) -> bool:
+        """Whether ``param`` names one of the stage's input columns."""
+        return any(p == param for p, _, _ in self._input_roles)
 
     @property
     def _features_param(self) -> str:
@@ -140,19 +138,37 @@ class TrainingData:
         return covariance_apply_pass(self._df, self.cols, support, Q, depth=self.depth,
                                      num_partitions=num_partitions)
 
-    # passes over the cached blocks ("blocks")
-    def aggregate(self, partial: Callable[[Iterable], Optional[Sequence[np.ndarray]]]):
-        """Sum ``partial(blocks)`` over partitions (one Spark job); ``partial`` receives an
-        iterator of ``(X, y, w)`` blocks of one partition and returns a list of arrays."""
+    def aggregate(self, partial: Callable[[Iterable], Optional[Sequence[np.ndarray]]]) -> List[np.ndarray]:
+        """Sum ``partial(blocks)`` over partitions (one Spark job, tree-aggregated).
+
+        ``partial`` runs on the executors (picklable), receives an iterator of ``(X, y, w)``
+        blocks of one partition (``X`` ``(m, d)`` float64 ndarray or CSR, ``y``/``w`` ``(m,)``
+        or ``None`` without a label/weight column) and returns a list of numpy arrays (or
+        ``None``).  With ``_input = "blocks"`` the blocks are the cached ones (checked already);
+        with ``"passes"`` they are read from the input, and bad rows raise here
+        (:meth:`~sparkml_scale.core.training.BadRows.raise_for`).  Returns the element-wise sums.
+        """
         from .blocks import iter_blocks
         from .mapreduce import tree_aggregate
+        from .training import clean_blocks
 
-        def run(batches):
-            return partial(iter_blocks(batches))
+        if self._blocks is not None:
+            def run(batches):
+                return partial(iter_blocks(batches))
 
-        arrays, _ = tree_aggregate(self._blocks.blocks, run, depth=self.depth,
-                                   num_partitions=self.stats.num_partitions)
-        return arrays
+            arrays, _ = tree_aggregate(self._blocks.blocks, run, depth=self.depth,
+                                       num_partitions=self.stats.num_partitions)
+            return arrays
+        cols = self.cols
+
+        def checked(batches):
+            meta = BadRows.new()
+            out = partial(clean_blocks(batches, cols, meta))
+            return [meta] + list(out if out is not None else [])
+
+        arrays, _ = tree_aggregate(cols.select(self._df), checked, depth=self.depth)
+        BadRows.raise_for(arrays[0] if arrays is not None else BadRows.new(), cols)
+        return arrays[1:]
 
     def minimize(self, objective, block_sums):
         """Minimize ``objective`` (:class:`~sparkml_scale.core.optim.lbfgs.LBFGSObjective`)
@@ -213,10 +229,10 @@ class VectorEstimator(RecordsLineage, StageParams, Estimator, ParamsReadWrite):
 
     # ---- the template
     def _training_columns(self) -> TrainingColumns:
-        label = self._col_of("labelCol") if self._role_param("", ("labelCol",)) else None
+        label = self._col_of("labelCol") if self._has_role("labelCol") else None
         return TrainingColumns(
             features=self.getOrDefault(self._features_param), features_param=self._features_param,
-            label=label, weight=self._weight_col() if self._role_param("", ("weightCol",)) else None,
+            label=label, weight=self._weight_col() if self._has_role("weightCol") else None,
             labels=self._labels if label else "real", num_classes=self._num_classes(),
             binary=self._num_classes() == 2)
 
@@ -290,8 +306,12 @@ class VectorModel(StageParams, Model, ParamsReadWrite):
     """Template Model over a vector column (see the module docstring).
 
     Hooks: :meth:`_output_fields` (the columns to add) and :meth:`_block_predictor` (their
-    values for a block of rows); :meth:`_num_features` (the vector size expected).
+    values for a block of rows); :meth:`_num_features` (the vector size expected).  Class
+    attribute ``_dense_input``: ``True`` hands the predictor dense blocks always; ``None``
+    (default) dense when every row of the batch is dense, else CSR.
     """
+
+    _dense_input: Optional[bool] = None
 
     def _output_fields(self) -> List[Tuple[str, str, T.DataType]]:
         """Hook: ``(param, column name, Spark type)`` of each output ``transform`` adds, in order
@@ -325,7 +345,7 @@ class VectorModel(StageParams, Model, ParamsReadWrite):
         if not outputs:
             return dataset
         return map_vectors(dataset, self.getOrDefault(self._features_param), outputs, self._block_predictor(),
-                           size=self._num_features())
+                           size=self._num_features(), dense=self._dense_input)
 
 
 def _to_arrow(value, dt: T.DataType) -> pa.Array:

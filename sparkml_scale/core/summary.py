@@ -191,12 +191,16 @@ class LogisticRegressionSummary:
             raise AttributeError("areaUnderROC is defined for binomial models only")
         if self._auc is None:
             from pyspark.ml.evaluation import BinaryClassificationEvaluator
+            from pyspark.sql import functions as F
 
-            ev = BinaryClassificationEvaluator(rawPredictionCol="__sparkml_raw", labelCol=self._lcol,
+            # Spark's evaluator parses column names: plain aliases keep dots and backticks out of it
+            cols = [F.col("__sparkml_raw"), col(self._lcol).cast("double").alias("__sparkml_y")]
+            ev = BinaryClassificationEvaluator(rawPredictionCol="__sparkml_raw", labelCol="__sparkml_y",
                                                metricName="areaUnderROC")
             if self._wcol:
-                ev.setWeightCol(self._wcol)
-            self._auc = float(ev.evaluate(self._scored(raw=True)))
+                cols.append(col(self._wcol).cast("double").alias("__sparkml_w"))
+                ev.setWeightCol("__sparkml_w")
+            self._auc = float(ev.evaluate(self._scored(raw=True).select(*cols)))
         return self._auc
 
 

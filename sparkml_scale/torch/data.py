@@ -128,8 +128,12 @@ class RankShard:
     def from_arrow_file(cls, path: str, features_col: str, label_col: str, *,
                         input_shape: Optional[Sequence[int]] = None, validation_col: Optional[str] = None,
                         validation_fraction: float = 0.0, seed: int = 0, rank: int = 0,
-                        spill_dir: Optional[str] = None) -> "RankShard":
-        """Read the Arrow IPC *stream* at ``path`` batch by batch (see the module docstring)."""
+                        spill_dir: Optional[str] = None,
+                        column_names: Optional[Sequence[str]] = None) -> "RankShard":
+        """Read the Arrow IPC *stream* at ``path`` batch by batch (see the module docstring).
+
+        ``column_names``: the names of the stream's columns, in order, when the stream carries
+        positional aliases (Spark's ``mapInArrow`` cannot carry names with dots or backticks)."""
         spill_dir = spill_dir or os.path.dirname(os.path.abspath(path))
         raw = os.path.join(spill_dir, f"features-{os.getpid()}.f32")
         labels: List[np.ndarray] = []
@@ -138,7 +142,7 @@ class RankShard:
         n = 0
         with pa.memory_map(path) as source, open(raw, "wb") as out:
             reader = pa.ipc.open_stream(source)
-            names = reader.schema.names
+            names = list(column_names) if column_names else reader.schema.names
             for col, param in ((features_col, "featuresCol"), (label_col, "labelCol")):
                 if col not in names:
                     raise ShardDataError(f"column {col!r} (param {param!r}) is not in the data: {names}")

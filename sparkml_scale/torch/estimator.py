@@ -523,8 +523,11 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
         check_slots(spark, num_proc)
         self._check_checkpoint_dir()
         cols = [self.getFeaturesCol(), self.getLabelCol()] + ([self.getValidationCol()] if self.getValidationCol() else [])
-        df = dataset.select(*[col(c) for c in cols])
-        result = launch(df, self._spec(spark, num_proc, resume), num_proc, backend, self._gpu_wanted(spark))
+        # positional aliases: Spark's mapInArrow rejects column names with dots or backticks
+        df = dataset.select(*[col(c).alias(f"_c{i}") for i, c in enumerate(cols)])
+        spec = self._spec(spark, num_proc, resume)
+        spec["columnNames"] = cols
+        result = launch(df, spec, num_proc, backend, self._gpu_wanted(spark))
         for m in result["history"]:
             log.info("epoch %d: %s", int(m["epoch"]), {k: round(v, 5) for k, v in m.items() if k != "epoch"})
         model = TorchModel._create(result["state"], result["history"], int(result["num_outputs"]),
@@ -714,10 +717,17 @@ class TorchModel(_TorchParams, Model, ParamsReadWrite):
         threads = max(1, int(_conf(dataset.sparkSession, "spark.task.cpus") or 1))
         # the driver resolves (and vets) the reference; the executors get the callable
         model = self._resolved("model", dataset.sparkSession)
+        # Spark's mapInArrow rejects column names with dots or backticks: positional names in the
+        # stage, the real ones restored after it.
+        safe = [f"_c{i}" for i in range(len(out_schema.fields))]
+        n_in = len(dataset.columns)
         fn = _predict_fn(model, self._state, self._output_kind(), self.getFeaturesCol(), col_index,
                          self.getInputShape(), self.getInferenceBatchSize(), self.getUseGpu().lower(),
-                         [f.name for f in self._output_fields()], threads)
-        return dataset.mapInArrow(fn, out_schema)
+                         safe[n_in:], threads)
+        safe_schema = T.StructType([T.StructField(n, f.dataType, f.nullable, f.metadata)
+                                    for n, f in zip(safe, out_schema.fields)])
+        out = dataset.toDF(*safe[:n_in]).mapInArrow(fn, safe_schema)
+        return out.toDF(*[f.name for f in out_schema.fields])
 
 
 #: Modules built by Python workers, by (weights hash, device); a worker builds each model once.

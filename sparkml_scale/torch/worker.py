@@ -84,7 +84,7 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
         shard = RankShard.from_arrow_file(
             data_path, spec["featuresCol"], spec["labelCol"], input_shape=spec.get("inputShape"),
             validation_col=spec.get("validationCol"), validation_fraction=float(spec.get("validationFraction") or 0),
-            seed=seed, rank=rank)
+            seed=seed, rank=rank, column_names=spec.get("columnNames"))
         if stride[1] > 1:
             shard = shard.stride(stride[0], stride[1])
     except ShardDataError as exc:
