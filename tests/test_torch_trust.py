@@ -190,7 +190,7 @@ def test_reference_set_after_load_is_vetted_on_the_driver_and_never_reaches_the_
         with pytest.raises(ModelLoadError, match=f"param '{param}' names 'builtins:open'"):
             est.fit(images, {est.getParam(param): evil})
     # the executor side: a raw reference that reaches a task is refused there
-    from sparkml_scale.torch.estimator import _predict_fn
+    from sparkml_scale.torch.inference import _predict_fn
 
     import io
 

@@ -1,6 +1,7 @@
 """Deep-model (PyTorch) training and inference on Spark.
 
-- :class:`TorchEstimator` / :class:`TorchModel` (``estimator``): pyspark.ml stages.
+- :class:`TorchEstimator` / :class:`TorchModel` (``estimator``): pyspark.ml stages; ``params``:
+  the params they share; ``inference``: ``transform``'s per-batch function.
 - ``launch``: the TorchDistributor and Horovod backends; ``worker``: what each training
   process runs; ``data``: a rank's share of the rows; ``loop.train_epochs``: the per-rank
   training loop (plain torch, no Spark); ``models``: small reference networks.

@@ -1,0 +1,106 @@
+"""``TorchModel.transform``'s batched inference: the function each Arrow batch goes through.
+
+What runs on the executors, inside ``mapInArrow``:
+
+- ``_predict_fn(model_spec, state, kind, col, col_index, input_shape, batch, use_gpu, new_names,
+  threads)`` returns ``predict(batches)``, an iterator of ``pyarrow.RecordBatch`` -> iterator of
+  ``RecordBatch``: each output batch is the input batch's columns followed by the new columns
+  named ``new_names``.  ``model_spec`` is what :func:`sparkml_scale.torch.factory.build_module`
+  takes (the driver resolves and vets references first; a raw reference that reaches a task is
+  resolved only when :meth:`~sparkml_scale.torch.factory.Trust.default` trusts it, else
+  ``ModelLoadError``), ``state`` the ``torch.save`` bytes of the ``state_dict``.  The features
+  column (at ``col_index``, named ``col`` in errors) becomes one float32 array ``(n,
+  *input_shape)`` (see :func:`sparkml_scale.torch.data.features_to_float32`, which raises
+  ``ShardDataError`` on ragged rows or a wrong size); the module runs ``batch`` rows at a time under
+  ``torch.no_grad()`` with ``threads`` torch threads, on CUDA when ``use_gpu`` ("auto"/"true"/"false",
+  see :func:`sparkml_scale.torch.loop.pick_device`) asks and finds it.  Null feature rows give null
+  outputs.
+- ``_outputs(out, kind)``: the new columns from the float64 outputs ``(n, k)``: ``kind="softmax"``:
+  prediction (double, argmax) and probability (dense vectors, softmax); ``"sigmoid"``: prediction
+  (1.0 when the logit > 0) and probability ``[1 - p, p]``; ``"raw"``: the output, double for
+  ``k == 1``, else dense vectors.
+- ``_cached_module`` / ``_MODULES``: each Python worker builds a model once per (weights hash,
+  device), keeping at most four.
+
+These functions live in the ``sparkml_scale`` package, so cloudpickle ships them by reference (the
+executors import the package); only the ``predict`` closure goes by value.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Dict, List
+
+import numpy as np
+import pyarrow as pa
+
+from ..core.faults import maybe_fail
+
+
+#: Modules built by Python workers, by (weights hash, device); a worker builds each model once.
+_MODULES: Dict[Any, Any] = {}
+
+
+def _cached_module(model_spec, state: bytes, key: str, use_gpu: str):
+    from .factory import build_module
+    from .loop import pick_device
+    from .worker import load_checkpoint_bytes
+
+    device = pick_device(use_gpu)
+    k = (key, str(device))
+    if k not in _MODULES:
+        if len(_MODULES) >= 4:
+            _MODULES.pop(next(iter(_MODULES)))
+        m = build_module(model_spec)
+        m.load_state_dict(load_checkpoint_bytes(state))
+        _MODULES[k] = (m.to(device).eval(), device)
+    return _MODULES[k]
+
+
+def _predict_fn(model_spec, state: bytes, kind: str, col: str, col_index: int, input_shape, batch: int,
+                use_gpu: str, new_names: List[str], threads: int):
+    key = hashlib.sha1(state).hexdigest()
+
+    def predict(batches):
+        import torch
+
+        from .data import features_to_float32
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        module, device = _cached_module(model_spec, state, key, use_gpu)
+        for b in batches:
+            maybe_fail("transform.batch")
+            feats = b.column(col_index)
+            valid = feats.is_valid().to_numpy(zero_copy_only=False) if feats.null_count else None
+            X = features_to_float32(feats.filter(feats.is_valid()) if valid is not None else feats, col, input_shape)
+            outs = []
+            with torch.no_grad():
+                for s in range(0, len(X), batch):
+                    outs.append(module(torch.from_numpy(np.ascontiguousarray(X[s:s + batch])).to(device)).float().cpu())
+            out = torch.cat(outs).numpy().astype(np.float64) if outs else np.zeros((0, 1))
+            if out.ndim == 1:
+                out = out[:, None]
+            new = _outputs(out, kind)
+            if valid is not None:
+                idx = np.full(len(valid), -1, dtype=np.int64)
+                idx[valid] = np.arange(int(valid.sum()))
+                take = pa.array(idx, mask=~valid)
+                new = [a.take(take) for a in new]
+            yield pa.RecordBatch.from_arrays(list(b.columns) + new, names=list(b.schema.names) + new_names)
+
+    return predict
+
+
+def _outputs(out: np.ndarray, kind: str) -> List[pa.Array]:
+    from ..core.arrow import dense_to_vectors
+
+    if kind == "softmax":
+        p = np.exp(out - out.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return [pa.array(out.argmax(axis=1).astype(np.float64)), dense_to_vectors(p)]
+    if kind == "sigmoid":
+        p = 1.0 / (1.0 + np.exp(-out[:, 0]))
+        return [pa.array((out[:, 0] > 0).astype(np.float64)), dense_to_vectors(np.column_stack([1 - p, p]))]
+    if out.shape[1] == 1:
+        return [pa.array(out[:, 0])]
+    return [dense_to_vectors(out)]
