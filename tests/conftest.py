@@ -21,9 +21,11 @@ import pytest
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
-CLUSTER = os.environ.get("SPARKML_SCALE_TEST_CLUSTER") == "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.join(ROOT, "tests") not in sys.path:  # test modules import helpers, lr_data, cluster from here
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from helpers import CLUSTER, CONNECT  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +33,6 @@ def cluster(tmp_path_factory):
     """The running :class:`tests.cluster.StandaloneCluster` (cluster runs only)."""
     if not CLUSTER:
         pytest.skip("cluster tests run with SPARKML_SCALE_TEST_CLUSTER=1 (scripts/test.sh does)")
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     from cluster import StandaloneCluster
 
     c = StandaloneCluster(workers=2, cores=1, memory="3g")
@@ -78,7 +79,7 @@ def spark(request):
 
 
 def _wait_for_executors(session, n, timeout=90):
-    from sparkml_scale.core.allreduce import live_task_slots
+    from sparkml_scale.core.cluster import live_task_slots
 
     deadline = time.monotonic() + timeout
     while (live_task_slots(session) or 0) < n:

@@ -1,13 +1,13 @@
 """Data helpers shared by the LogisticRegression test modules."""
 import numpy as np
-from pyspark.ml.linalg import Vectors
+
+from helpers import vector_frame
 
 
 def frame(spark, X, y, w=None, parts=2):
-    """Cached DataFrame ``id, features (dense vector), label, w`` (w = 1 when not given)."""
-    w = np.ones(len(y)) if w is None else w
-    rows = [(i, Vectors.dense(r), float(t), float(wi)) for i, (r, t, wi) in enumerate(zip(X, y, w))]
-    return spark.createDataFrame(rows, ["id", "features", "label", "w"]).repartition(parts).cache()
+    """Cached DataFrame ``id, features (dense vector), label, w``: the weight column is always
+    there (w = 1 when not given), so any of these frames can be fitted with ``weightCol="w"``."""
+    return vector_frame(spark, X, y, np.ones(len(y)) if w is None else w, parts=parts, ids=True, weight="w")
 
 
 def load(name):

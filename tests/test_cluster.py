@@ -23,10 +23,11 @@ import pytest
 
 from pyspark.ml.linalg import Vectors
 
+from helpers import CONNECT, vector_frame
+
 pytestmark = pytest.mark.cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
 FEATURES = "carrier,origin,dest,month,hour,distance"
 WORKER_HOSTS = {"127.0.0.2", "127.0.0.3"}
 
@@ -98,9 +99,8 @@ def cancer(spark):
     from sklearn.datasets import load_breast_cancer
 
     X, y = load_breast_cancer(return_X_y=True)
-    rows = [(Vectors.dense(x), float(t)) for x, t in zip(X, y)]
     # 4 partitions on 2 slots: a barrier stage must coalesce to the slots
-    return spark.createDataFrame(rows, ["features", "label"]).repartition(4).cache()
+    return vector_frame(spark, X, y, parts=4)
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +108,14 @@ def diabetes(spark):
     from sklearn.datasets import load_diabetes
 
     X, y = load_diabetes(return_X_y=True)
-    return spark.createDataFrame([(Vectors.dense(x), float(t)) for x, t in zip(X, y)],
-                                 ["features", "label"]).repartition(3)
+    return vector_frame(spark, X, y, parts=3, cache=False)
 
 
 # ---------------------------------------------------------------- the stages
 
 
 def test_session_runs_on_two_executors_on_two_hosts(spark):
-    from sparkml_scale.core.allreduce import live_task_slots, task_slots
+    from sparkml_scale.core.cluster import live_task_slots, task_slots
 
     assert live_task_slots(spark) == 2 and task_slots(spark) == 2
     assert spark.conf.get("spark.master").startswith("spark://")
@@ -408,7 +407,7 @@ def _kill_an_executor_during(cluster, fit, wait_for):
 
 
 def _wait_for_two_executors(spark, cluster, dead):
-    from sparkml_scale.core.allreduce import live_task_slots
+    from sparkml_scale.core.cluster import live_task_slots
 
     deadline = time.monotonic() + 90
     while True:

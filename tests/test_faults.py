@@ -15,8 +15,9 @@ import sys
 
 import pytest
 
+from helpers import CONNECT
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
 RECOVERED = [
     "PCA.fit", "PCAModel.transform", "LinearRegression.fit", "LinearRegressionModel.transform",
     "LogisticRegression-mapreduce.fit (an iteration's task, and one building the cached blocks)",

@@ -1,5 +1,6 @@
 """LinearRegression: parity with MLlib's normal solver on real data, summary, Pipeline with PCA,
 persistence, bad input."""
+import functools
 import os
 import warnings
 
@@ -9,11 +10,11 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql import types as T
 
+from helpers import CONNECT, assert_close, vector_frame
 from sparkml_scale.core.arrow import VectorColumnError
 from sparkml_scale.feature import PCA
 from sparkml_scale.regression import LinearRegression, LinearRegressionModel
 
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
 SCHEMA = T.StructType(
     [
         T.StructField("id", T.LongType()),
@@ -24,13 +25,8 @@ SCHEMA = T.StructType(
 )
 
 
-def _frame(spark, X, y, w=None, sparse=False, parts=3):
-    w = np.ones(len(y)) if w is None else w
-    rows = []
-    for i, (r, t, wi) in enumerate(zip(X, y, w)):
-        v = Vectors.sparse(len(r), {j: float(x) for j, x in enumerate(r) if x != 0}) if sparse else Vectors.dense(r)
-        rows.append((i, v, float(t), float(wi)))
-    return spark.createDataFrame(rows, SCHEMA).repartition(parts).cache()
+#: ``_frame(spark, X, y, w=None, sparse=False)``: ``id, features, label[, w]`` in 3 partitions, cached.
+_frame = functools.partial(vector_frame, ids=True, weight="w", parts=3)
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +42,6 @@ def diabetes():
 def diabetes_df(spark, diabetes):
     X, y, w = diabetes
     return _frame(spark, X, y, w)
-
-
-def _close(ours, theirs, tol=1e-6):
-    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
-    err = np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))
-    assert err.max() <= tol, f"max abs/rel error {err.max():.3g}\nours={ours}\nmllib={theirs}"
 
 
 GRID = [
@@ -71,8 +61,8 @@ def test_matches_mllib_normal_solver(diabetes_df):
     for kw in GRID:
         ref = MLlibLinear(solver="normal", **kw).fit(diabetes_df)
         ours = LinearRegression(**kw).fit(diabetes_df)
-        _close(np.append(ours.coefficients.toArray(), ours.intercept),
-               np.append(ref.coefficients.toArray(), ref.intercept))
+        assert_close(np.append(ours.coefficients.toArray(), ours.intercept),
+                     np.append(ref.coefficients.toArray(), ref.intercept))
         if "weightCol" not in kw:
             # MLlib's weighted r2 uses an unbiased-variance SST; unweighted metrics agree
             assert abs(ours.summary.r2 - ref.summary.r2) < 1e-10
@@ -91,8 +81,8 @@ def test_sparse_input_and_predictions_match_mllib(spark, diabetes):
     df = _frame(spark, Xs, y, sparse=True)
     ref = MLlibLinear(solver="normal", regParam=0.05).fit(df)
     ours = LinearRegression(regParam=0.05).fit(df)
-    _close(ours.coefficients.toArray(), ref.coefficients.toArray())
-    _close([ours.intercept], [ref.intercept])
+    assert_close(ours.coefficients.toArray(), ref.coefficients.toArray())
+    assert_close([ours.intercept], [ref.intercept])
     a = [r[0] for r in ours.transform(df).orderBy("id").select("prediction").collect()]
     b = [r[0] for r in ref.transform(df).orderBy("id").select("prediction").collect()]
     np.testing.assert_allclose(a, b, rtol=1e-9)

@@ -1,19 +1,15 @@
 """LogisticRegression: multinomial family and elastic net, parity with MLlib on real data."""
-import os
-
 import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.linalg import Vectors
 
+from helpers import CONNECT, assert_close
+from lr_data import frame as _frame
+from lr_data import load as _load
 from sparkml_scale.classification import LogisticRegression, LogisticRegressionModel
 
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
 pytestmark = pytest.mark.skipif(CONNECT, reason="MLlib reference fits run in the classic session")
-
-
-from lr_data import frame as _frame  # noqa: E402
-from lr_data import load as _load  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +30,6 @@ def cancer_df(spark):
     return _frame(spark, X, y, 1.0 + (np.arange(len(y)) % 2))
 
 
-def _close(ours, theirs, tol=1e-4):
-    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
-    err = np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))
-    assert err.max() <= tol, f"max abs/rel error {err.max():.3g}\nours={ours}\nmllib={theirs}"
-
-
 def _check(df, **kw):
     from pyspark.ml.classification import LogisticRegression as MLlibLR
 
@@ -47,8 +37,8 @@ def _check(df, **kw):
     ref = MLlibLR(**kw).fit(df)
     ours = LogisticRegression(**kw).fit(df)
     assert ours.numClasses == ref.numClasses
-    _close(ours.coefficientMatrix.toArray(), ref.coefficientMatrix.toArray())
-    _close(ours.interceptVector.toArray(), ref.interceptVector.toArray())
+    assert_close(ours.coefficientMatrix.toArray(), ref.coefficientMatrix.toArray(), tol=1e-4)
+    assert_close(ours.interceptVector.toArray(), ref.interceptVector.toArray(), tol=1e-4)
     # never a worse optimum than MLlib's
     assert ours.summary.objectiveHistory[-1] <= ref.summary.objectiveHistory[-1] + 1e-9
     return ours, ref

@@ -1,24 +1,12 @@
 """LogisticRegression: parity with Spark MLlib on real data, transform, persistence, bad input."""
-import os
-
 import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql import types as T
 
+from helpers import CONNECT, assert_close, vector_frame
 from sparkml_scale.classification import LogisticRegression, LogisticRegressionModel
-
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
-
-
-def _frame(spark, X, y, w=None, parts=2):
-    rows = [
-        (Vectors.dense(r), float(t)) + ((float(wi),) if w is not None else ())
-        for r, t, wi in zip(X, y, w if w is not None else [None] * len(y))
-    ]
-    cols = ["features", "label"] + (["weight"] if w is not None else [])
-    return spark.createDataFrame(rows, cols).repartition(parts).cache()
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +20,14 @@ def cancer():
 @pytest.fixture(scope="module")
 def cancer_df(spark, cancer):
     X, y = cancer
-    return _frame(spark, X, y)
+    return vector_frame(spark, X, y)
 
 
 @pytest.fixture(scope="module")
 def cancer_mean_df(spark, cancer):
     # The ten "mean" features: the unpenalised maximum-likelihood estimate exists (not separable).
     X, y = cancer
-    return _frame(spark, X[:, :10], y)
+    return vector_frame(spark, X[:, :10], y)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +35,7 @@ def cancer_scaled_df(spark, cancer):
     from sklearn.preprocessing import StandardScaler
 
     X, y = cancer
-    return _frame(spark, StandardScaler().fit_transform(X), y)
-
-
-def _assert_close(ours, theirs, tol=1e-4):
-    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
-    err = np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))
-    assert err.max() <= tol, f"max abs/rel error {err.max():.3g}\nours={ours}\nmllib={theirs}"
+    return vector_frame(spark, StandardScaler().fit_transform(X), y)
 
 
 CASES = [
@@ -75,8 +57,8 @@ def test_matches_mllib(request, data, reg, std):
     kw = dict(regParam=reg, standardization=std, tol=1e-12, maxIter=1000)
     ref = MLlibLR(**kw).fit(df)
     ours = LogisticRegression(**kw).fit(df)
-    _assert_close(ours.coefficients.toArray(), ref.coefficients.toArray())
-    _assert_close([ours.intercept], [ref.intercept])
+    assert_close(ours.coefficients.toArray(), ref.coefficients.toArray(), tol=1e-4)
+    assert_close([ours.intercept], [ref.intercept], tol=1e-4)
     assert ours.summary.objectiveHistory[-1] <= ref.summary.objectiveHistory[-1] + 1e-9
 
 
@@ -87,13 +69,13 @@ def test_weights_and_no_intercept_match_mllib(spark, cancer):
 
     X, y = cancer
     w = np.random.default_rng(0).uniform(0.2, 3.0, len(y))
-    df = _frame(spark, StandardScaler().fit_transform(X[:, :10]), y, w)
+    df = vector_frame(spark, StandardScaler().fit_transform(X[:, :10]), y, w)
     for fit_intercept in (True, False):
         kw = dict(regParam=0.02, tol=1e-12, maxIter=1000, weightCol="weight", fitIntercept=fit_intercept)
         ref = MLlibLR(**kw).fit(df)
         ours = LogisticRegression(**kw).fit(df)
-        _assert_close(ours.coefficients.toArray(), ref.coefficients.toArray())
-        _assert_close([ours.intercept], [ref.intercept])
+        assert_close(ours.coefficients.toArray(), ref.coefficients.toArray(), tol=1e-4)
+        assert_close([ours.intercept], [ref.intercept], tol=1e-4)
 
 
 @pytest.mark.connect
@@ -103,12 +85,12 @@ def test_fit_transform_types_and_predictions(spark, cancer):
 
     X, y = cancer
     Xs = StandardScaler().fit_transform(X)
-    df = _frame(spark, Xs, y)
+    df = vector_frame(spark, Xs, y)
     model = LogisticRegression(regParam=0.1, standardization=False, tol=1e-10, maxIter=500).fit(df)
     # sklearn: C = 1 / (n * regParam) gives the same objective without standardization.
     sk = SkLR(C=1.0 / (len(y) * 0.1), tol=1e-10, max_iter=10000).fit(Xs, y)
-    _assert_close(model.coefficients.toArray(), sk.coef_[0], tol=1e-4)
-    _assert_close([model.intercept], sk.intercept_, tol=1e-4)
+    assert_close(model.coefficients.toArray(), sk.coef_[0], tol=1e-4, what="sklearn")
+    assert_close([model.intercept], sk.intercept_, tol=1e-4, what="sklearn")
     assert model.numFeatures == 30 and model.numClasses == 2
     assert model.summary.totalIterations == len(model.summary.objectiveHistory) - 1 > 0
     assert np.all(np.diff(model.summary.objectiveHistory) <= 1e-12)
@@ -135,11 +117,8 @@ def test_sparse_features_equal_dense(spark):
     n, d = 400, 12
     X = rng.normal(size=(n, d)) * (rng.uniform(size=(n, d)) < 0.3)
     y = (X @ rng.normal(size=d) + rng.normal(size=n) > 0).astype(float)
-    dense = spark.createDataFrame([(Vectors.dense(r), float(t)) for r, t in zip(X, y)], ["features", "label"])
-    sparse = spark.createDataFrame(
-        [(Vectors.sparse(d, {j: float(v) for j, v in enumerate(r) if v}), float(t)) for r, t in zip(X, y)],
-        ["features", "label"],
-    )
+    dense = vector_frame(spark, X, y, parts=None, cache=False)
+    sparse = vector_frame(spark, X, y, sparse=True, parts=None, cache=False)
     kw = dict(regParam=0.01, tol=1e-12, maxIter=500)
     a = LogisticRegression(**kw).fit(dense)
     b = LogisticRegression(**kw).fit(sparse)
@@ -150,7 +129,7 @@ def test_sparse_features_equal_dense(spark):
 @pytest.mark.connect
 def test_pipeline_save_load(spark, cancer, tmp_path):
     X, y = cancer
-    df = _frame(spark, X[:, :10], y)
+    df = vector_frame(spark, X[:, :10], y)
     lr = LogisticRegression(regParam=0.05, maxIter=50)
     pipe = Pipeline(stages=[lr])
     pm = pipe.fit(df)
@@ -194,7 +173,7 @@ def test_bad_input(spark, cancer_small, mutate, exc, words):
 @pytest.fixture(scope="module")
 def cancer_small(spark, cancer):
     X, y = cancer
-    return _frame(spark, X[:60, :4], y[:60])
+    return vector_frame(spark, X[:60, :4], y[:60])
 
 
 @pytest.mark.connect
@@ -221,7 +200,7 @@ def test_cross_validator(spark, cancer):
     from sklearn.preprocessing import StandardScaler
 
     X, y = cancer
-    df = _frame(spark, StandardScaler().fit_transform(X[:, :10]), y)
+    df = vector_frame(spark, StandardScaler().fit_transform(X[:, :10]), y)
     lr = LogisticRegression(maxIter=10)
     grid = ParamGridBuilder().addGrid(lr.regParam, [1.0, 0.001]).build()
     cv = CrossValidator(estimator=lr, estimatorParamMaps=grid, evaluator=BinaryClassificationEvaluator(),
@@ -236,7 +215,7 @@ def test_summary_metrics_on_training_data(spark, cancer):
     from sklearn.metrics import accuracy_score, roc_auc_score
 
     X, y = cancer
-    df = _frame(spark, X[:, :10], y)
+    df = vector_frame(spark, X[:, :10], y)
     model = LogisticRegression(regParam=0.01).fit(df)
     s = model.summary
     Xd = X[:, :10]

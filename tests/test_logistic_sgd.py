@@ -1,18 +1,9 @@
 """Mini-batch SGD (AdaGrad + parameter mixing), partialFit and Structured Streaming."""
-import os
-
 import numpy as np
 import pytest
-from pyspark.ml.linalg import Vectors
 
+from helpers import CONNECT, vector_frame
 from sparkml_scale.classification import LogisticRegression, LogisticRegressionModel, SGDLogisticRegression
-
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
-
-
-def _frame(spark, X, y, parts=2):
-    rows = [(Vectors.dense(r), float(t)) for r, t in zip(X, y)]
-    return spark.createDataFrame(rows, ["features", "label"]).repartition(parts).cache()
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +11,7 @@ def cancer(spark):
     from sklearn.datasets import load_breast_cancer
 
     X, y = load_breast_cancer(return_X_y=True)
-    return X, y.astype(float), _frame(spark, X, y)
+    return X, y.astype(float), vector_frame(spark, X, y)
 
 
 def _objective(model, X, y, reg, alpha=0.0):
@@ -65,7 +56,7 @@ def test_sgd_multinomial_and_l1(spark):
 
     X, y = load_iris(return_X_y=True)
     y = y.astype(float)
-    df = _frame(spark, X, y)
+    df = vector_frame(spark, X, y)
     reg = 0.01
     exact = LogisticRegression(regParam=reg, tol=1e-10).fit(df)
     sgd = LogisticRegression(solver="sgd", regParam=reg, epochs=30, batchSize=16).fit(df)
@@ -120,8 +111,8 @@ def test_partial_fit_from_structured_streaming(spark, cancer, tmp_path):
     order = np.random.default_rng(0).permutation(len(y))
     parts = np.array_split(order, 4)
     for i, idx in enumerate(parts):
-        _frame(spark, X[idx], y[idx], parts=1).write.parquet(str(src / f"part{i}"))
-    model = SGDLogisticRegression(regParam=reg, epochs=1).fit(_frame(spark, X[parts[0]], y[parts[0]]))
+        vector_frame(spark, X[idx], y[idx], parts=1).write.parquet(str(src / f"part{i}"))
+    model = SGDLogisticRegression(regParam=reg, epochs=1).fit(vector_frame(spark, X[parts[0]], y[parts[0]]))
     seen = []
 
     def train(batch, batch_id):

@@ -7,15 +7,14 @@ import pytest
 from pyspark.ml.linalg import DenseMatrix, Vectors, VectorUDT
 from pyspark.sql import types as T
 
+from helpers import CONNECT, vector_frame
+from lr_data import frame as _frame
+from lr_data import load as _load
 from sparkml_scale.classification import LogisticRegression
-from sparkml_scale.core.allreduce import python_memory_per_task, run_barrier, task_slots
+from sparkml_scale.core.allreduce import run_barrier
+from sparkml_scale.core.cluster import python_memory_per_task, task_slots
 
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
 classic_only = pytest.mark.skipif(CONNECT, reason="MLlib reference fits run in the classic session")
-
-
-from lr_data import frame as _frame  # noqa: E402
-from lr_data import load as _load  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +113,7 @@ def test_solvers_agree_multinomial_elastic_net_and_sparse(spark, iris_df):
     np.testing.assert_allclose(_coefs(ar), _coefs(mr), rtol=1e-6, atol=1e-6)
     # sparse input stays CSR in the barrier tasks
     X, y = _load("digits")
-    rows = [(Vectors.sparse(64, {j: v for j, v in enumerate(r) if v}), float(t % 2)) for r, t in zip(X[:600], y[:600])]
-    sdf = spark.createDataFrame(rows, ["features", "label"]).repartition(2).cache()
+    sdf = vector_frame(spark, X[:600], y[:600] % 2, sparse=True)
     kw = dict(regParam=0.01, tol=1e-10, maxIter=200)
     mr = LogisticRegression(solver="mapreduce", **kw).fit(sdf)
     ar = LogisticRegression(solver="allreduce", **kw).fit(sdf)

@@ -1,6 +1,6 @@
 """PCA: parity with Spark MLlib and scikit-learn, randomized vs exact on wide sparse data,
 transform/inverseTransform, persistence, bad input."""
-import os
+import functools
 
 import numpy as np
 import pytest
@@ -8,18 +8,12 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql import types as T
 
+from helpers import CONNECT, vector_frame
 from sparkml_scale.core.arrow import VectorColumnError
 from sparkml_scale.feature import PCA, FeatureHasher, PCAModel
 
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
-
-
-def _vec_frame(spark, X, sparse=False, parts=3):
-    if sparse:
-        rows = [(i, Vectors.sparse(X.shape[1], {j: float(v) for j, v in enumerate(r) if v != 0})) for i, r in enumerate(X)]
-    else:
-        rows = [(i, Vectors.dense(r)) for i, r in enumerate(X)]
-    return spark.createDataFrame(rows, ["id", "features"]).repartition(parts).cache()
+#: ``_vec_frame(spark, X, sparse=False)``: ``id, features`` in 3 partitions, cached.
+_vec_frame = functools.partial(vector_frame, ids=True, parts=3)
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,11 @@ import traceback
 
 import pytest
 
+from helpers import CONNECT
 from sparkml_scale.classification import LogisticRegression, LogisticRegressionModel
 from sparkml_scale.feature import PCA, FeatureHasher, PCAModel
 from sparkml_scale.regression import LinearRegression, LinearRegressionModel
 
-CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
 DATA_ROOT = os.path.dirname(os.path.abspath(__file__))  # holds data/mllib/
 
 CASES = [
