@@ -57,7 +57,3 @@ def assert_close(ours, theirs, tol: float = 1e-6, what: str = "mllib") -> None:
     err = np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))
     assert err.size == 0 or err.max() <= tol, f"max abs/rel error {err.max():.3g}\nours={ours}\n{what}={theirs}"
 
-
-def grouped(values: Sequence, n: int):
-    """``values`` in consecutive groups of ``n``."""
-    return [values[i : i + n] for i in range(0, len(values), n)]

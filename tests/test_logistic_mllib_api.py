@@ -7,7 +7,7 @@ from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseMatrix, SparseVect
 
 from lr_data import frame, load
 from sparkml_scale.classification import LogisticRegression, LogisticRegressionModel
-from sparkml_scale.classification.logistic_regression import _compressed_matrix
+from sparkml_scale.core.linear import compressed_matrix as _compressed_matrix
 
 
 @pytest.fixture(scope="module")
