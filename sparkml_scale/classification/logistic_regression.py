@@ -571,11 +571,9 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Vecto
         return float(self._predict(value.toArray()[None, :])[2][0])
 
     # ------------------------------------------------------------------ template hooks
-    _OUTPUTS = ("rawPredictionCol", "probabilityCol", "predictionCol")
-
     def _output_fields(self):
         return [(param, self.getOrDefault(param), T.DoubleType() if param == "predictionCol" else VectorUDT())
-                for param in self._OUTPUTS if self.getOrDefault(param)]
+                for param in self._output_params if self.getOrDefault(param)]
 
     def _num_features(self) -> int:
         return self._matrix()[0].shape[1]
@@ -583,7 +581,7 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Vecto
     def _block_predictor(self):
         B, b = self._matrix()
         threshold, thresholds = self._decision()
-        wanted = [self._OUTPUTS.index(p) for p, _, _ in self._output_fields()]
+        wanted = [self._output_params.index(p) for p, _, _ in self._output_fields()]
         binomial = self._B is None
 
         def predict(X):

@@ -27,6 +27,7 @@ raises one clear Python error naming the column.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator, Optional
 
 import numpy as np
@@ -210,7 +211,7 @@ def moments_pass(df, cols: TrainingColumns, depth: int = 2) -> Moments:
     dense = cols.dense
     shift = cols.first if (dense and cols.first is not None) else np.zeros(d)
     ship_shift = shift if dense else None
-    feature_cols = TrainingColumns(cols.features, cols.features_param, dense=dense, size=d, first=cols.first)
+    feature_cols = replace(cols, label=None, weight=None)  # the features alone
 
     def partial(batches: Iterator[pa.RecordBatch]):
         meta = BadRows.new()
@@ -253,7 +254,7 @@ def covariance_apply_pass(df, cols: TrainingColumns, support: np.ndarray, Q: np.
     full = s == cols.size
     Q = np.ascontiguousarray(Q, dtype=np.float64)
     l_ = Q.shape[1]
-    feature_cols = TrainingColumns(cols.features, cols.features_param, dense=cols.dense, size=cols.size)
+    feature_cols = replace(cols, label=None, weight=None)  # the features alone
 
     def partial(batches: Iterator[pa.RecordBatch]):
         acc = np.zeros((s, l_))

@@ -163,9 +163,6 @@ class TrainingColumns:
             cols.append(col(self.weight).cast("double").alias("__weight"))
         return df.select(*cols)
 
-    def __getstate__(self):  # shipped to executors: no Spark objects, small
-        return dict(self.__dict__)
-
 
 def _read_vectors(arr, cols: TrainingColumns, meta: np.ndarray):
     """``(X, valid)`` of one batch's feature column, or ``(None, valid)`` when the batch is
