@@ -314,6 +314,7 @@ def run_train(args, spark=None, out=None, progress: Optional[Progress] = None) -
     from pyspark.sql import functions as F
 
     from sparkml_scale.classification import LogisticRegression
+    from sparkml_scale.core.progress import progress_bars
     from sparkml_scale.core.session import get_session
     from sparkml_scale.feature import FeatureHasher
 
@@ -389,7 +390,8 @@ def run_train(args, spark=None, out=None, progress: Optional[Progress] = None) -
 
         t = time.perf_counter()
         progress.phase("fitting", f"LogisticRegression (L-BFGS, regParam {args.reg_param:g}, maxIter {args.max_iter})")
-        with progress.solver_lines():
+        # the job prints its own iteration lines: no tqdm bar on top of them
+        with progress.solver_lines(), progress_bars(False):
             lr_model = LogisticRegression(regParam=args.reg_param, maxIter=args.max_iter).fit(hashed)
         model = PipelineModel(stages=[hasher, lr_model])
         hashed.unpersist()

@@ -17,6 +17,8 @@ _EXPORTS = {
     "tree_aggregate": ".mapreduce",
     "get_session": ".session",
     "is_connect": ".session",
+    "set_progress": ".progress",
+    "progress_bars": ".progress",
 }
 
 __all__ = list(_EXPORTS)

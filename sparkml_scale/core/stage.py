@@ -46,6 +46,7 @@ from .lineage import RecordsLineage
 from .params import validate_params
 from .persistence import ParamsReadWrite
 from .schema import check_new_column, check_roles, check_vector_column, col
+from .progress import FitProgress
 from .training import BadRows, TrainingColumns
 
 __all__ = ["StageParams", "VectorEstimator", "VectorModel", "TrainingData", "Execution"]
@@ -110,36 +111,47 @@ class TrainingData:
     (``aggregationDepth``).  Every method runs Spark jobs and returns numpy.
     """
 
-    def __init__(self, df, cols: TrainingColumns, depth: int, blocks=None, execution: Optional[Execution] = None):
+    def __init__(self, df, cols: TrainingColumns, depth: int, blocks=None, execution: Optional[Execution] = None,
+                 progress: Optional[FitProgress] = None):
         self._df = df
         self.cols = cols
         self.depth = depth
         self._blocks = blocks
         self.stats = blocks.stats if blocks is not None else None
         self.execution = execution
+        #: The fit's :class:`~sparkml_scale.core.progress.FitProgress`: every method below names its
+        #: Spark jobs through it; solvers add a bar (``progress.bar``/``advance``) for their loops.
+        self.progress = progress if progress is not None else FitProgress(None, "", enabled=False)
 
     # one-pass statistics of the raw input ("passes")
     def gram(self, support: Optional[np.ndarray] = None):
         """:func:`sparkml_scale.core.gram.gram_pass` of the input: ``GramStats``."""
         from .gram import gram_pass
 
+        self.progress.step("Gram pass" if support is None else f"Gram pass over {len(support)} columns")
         return gram_pass(self._df, self.cols, depth=self.depth, support=support)
 
     def moments(self):
         """:func:`sparkml_scale.core.gram.moments_pass` of the input: ``Moments``."""
         from .gram import moments_pass
 
+        self.progress.step("moments pass")
         return moments_pass(self._df, self.cols, depth=self.depth)
 
-    def covariance_apply(self, support: np.ndarray, Q: np.ndarray, num_partitions: Optional[int] = None):
-        """:func:`sparkml_scale.core.gram.covariance_apply_pass`: ``X_S^T (X_S Q)``."""
+    def covariance_apply(self, support: np.ndarray, Q: np.ndarray, num_partitions: Optional[int] = None,
+                         step: str = "covariance pass"):
+        """:func:`sparkml_scale.core.gram.covariance_apply_pass`: ``X_S^T (X_S Q)``; ``step`` names
+        its Spark job."""
         from .gram import covariance_apply_pass
 
+        self.progress.step(step)
         return covariance_apply_pass(self._df, self.cols, support, Q, depth=self.depth,
                                      num_partitions=num_partitions)
 
-    def aggregate(self, partial: Callable[[Iterable], Optional[Sequence[np.ndarray]]]) -> List[np.ndarray]:
-        """Sum ``partial(blocks)`` over partitions (one Spark job, tree-aggregated).
+    def aggregate(self, partial: Callable[[Iterable], Optional[Sequence[np.ndarray]]],
+                  step: Optional[str] = None) -> List[np.ndarray]:
+        """Sum ``partial(blocks)`` over partitions (one Spark job, tree-aggregated; named ``step``
+        when given).
 
         ``partial`` runs on the executors (picklable), receives an iterator of ``(X, y, w)``
         blocks of one partition (``X`` ``(m, d)`` float64 ndarray or CSR, ``y``/``w`` ``(m,)``
@@ -152,6 +164,8 @@ class TrainingData:
         from .mapreduce import tree_aggregate
         from .training import clean_blocks
 
+        if step is not None:
+            self.progress.step(step)
         if self._blocks is not None:
             def run(batches):
                 return partial(iter_blocks(batches))
@@ -177,10 +191,20 @@ class TrainingData:
         ``(x, history, iterations, evaluations, allreduce backend or None)``."""
         from .optim.lbfgs import minimize_allreduce, minimize_mapreduce
 
+        progress = self.progress
+        progress.bar("L-BFGS", total=objective.max_iter, unit="it")
         if self.execution is not None and self.execution.kind == "allreduce":
-            return minimize_allreduce(self._blocks.blocks, objective, block_sums, self.execution.world,
-                                      self.stats.num_partitions)
-        x, history, nit, nfev = minimize_mapreduce(self, objective, block_sums)
+            world = self.execution.world
+            progress.step(f"L-BFGS in one barrier stage of {world} tasks")
+            return minimize_allreduce(self._blocks.blocks, objective, block_sums, world,
+                                      self.stats.num_partitions, progress=progress.channel())
+
+        def on_iteration(it: int, f: float) -> None:
+            progress.advance(objective=f)
+            progress.step(f"L-BFGS iteration {it + 1}")
+
+        progress.step("L-BFGS iteration 1")
+        x, history, nit, nfev = minimize_mapreduce(self, objective, block_sums, on_iteration)
         return x, history, nit, nfev, None
 
     def sgd(self, state, block_sums, epochs: int, batch_size: int, step: float, seed: int) -> List[float]:
@@ -188,8 +212,17 @@ class TrainingData:
         AdaGrad with parameter mixing, one Spark job per epoch; returns the loss per epoch."""
         from .optim.sgd import sgd_epochs
 
+        progress = self.progress
+        progress.bar("SGD", total=epochs, unit="epoch")
+        first = state.epochs_done
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            progress.advance(loss=loss)
+            progress.step(f"SGD epoch {epoch + 2 - first} of {epochs}")
+
+        progress.step(f"SGD epoch 1 of {epochs}")
         return sgd_epochs(self._blocks.blocks, state, block_sums, epochs, batch_size, step, seed, self.depth,
-                          self.stats.num_partitions)
+                          self.stats.num_partitions, on_epoch=on_epoch)
 
 
 class VectorEstimator(RecordsLineage, StageParams, Estimator, ParamsReadWrite):
@@ -254,14 +287,17 @@ class VectorEstimator(RecordsLineage, StageParams, Estimator, ParamsReadWrite):
     def _depth(self) -> int:
         return int(self.getOrDefault("aggregationDepth")) if self.hasParam("aggregationDepth") else 2
 
-    def _prepare(self, dataset, allow_empty: bool = False):
+    def _prepare(self, dataset, allow_empty: bool = False, progress: Optional[FitProgress] = None):
         """Validate, check the schema, probe and (``_input = "blocks"``) build the cached blocks
-        with their checks: ``TrainingData`` (call ``_release`` on it when done)."""
+        with their checks: ``TrainingData`` (call ``_release`` on it when done).  Spark jobs are
+        named through ``progress`` (:class:`~sparkml_scale.core.progress.FitProgress`)."""
         from .blocks import make_blocks
 
         self._validate_params()
         self._check_input_schema(dataset.schema)
         cols = self._training_columns()
+        if progress is not None:
+            progress.step(f"reading the first row of column {cols.features!r}")
         try:
             cols.probe(dataset)
         except ValueError:
@@ -270,7 +306,9 @@ class VectorEstimator(RecordsLineage, StageParams, Estimator, ParamsReadWrite):
             raise
         self._check_features(cols.size)
         if self._input != "blocks":
-            return TrainingData(dataset, cols, self._depth())
+            return TrainingData(dataset, cols, self._depth(), progress=progress)
+        if progress is not None:
+            progress.step("checking rows and caching training blocks")
         blocks = make_blocks(dataset, cols, depth=self._depth(), block_bytes=self._block_bytes())
         try:
             BadRows.raise_for(blocks.stats.meta, cols)
@@ -278,7 +316,7 @@ class VectorEstimator(RecordsLineage, StageParams, Estimator, ParamsReadWrite):
         except BaseException:
             blocks.unpersist()
             raise
-        return TrainingData(dataset, cols, self._depth(), blocks)
+        return TrainingData(dataset, cols, self._depth(), blocks, progress=progress)
 
     @staticmethod
     def _release(data: Optional[TrainingData]) -> None:
@@ -287,13 +325,14 @@ class VectorEstimator(RecordsLineage, StageParams, Estimator, ParamsReadWrite):
 
     def _fit(self, dataset):
         t0 = time.perf_counter()
-        data = self._prepare(dataset)
-        try:
-            if data.stats is not None:
-                data.execution = self._execution(dataset.sparkSession, data.stats)
-            result = self._solve(data)
-        finally:
-            self._release(data)
+        with FitProgress(dataset.sparkSession, type(self).__name__) as progress:
+            data = self._prepare(dataset, progress=progress)
+            try:
+                if data.stats is not None:
+                    data.execution = self._execution(dataset.sparkSession, data.stats)
+                result = self._solve(data)
+            finally:
+                self._release(data)
         model = self._create_model(result)
         self._copyValues(model)
         summary = self._training_summary(model, dataset, result, time.perf_counter() - t0)

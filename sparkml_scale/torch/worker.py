@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..core.faults import maybe_fail
+from ..core.progress import report
 
 __all__ = ["run_rank", "ERROR_TAG", "load_checkpoint_bytes", "CHECKPOINT_PREFIX"]
 
@@ -215,6 +216,8 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
                     stop = track["wait"] >= patience
             if rank == 0:
                 _log(rank, "epoch " + json.dumps({k: round(v, 6) for k, v in metrics.items()}))
+                report(spec.get("progress"), **{k: metrics[k] for k in ("loss", "val_loss", "val_accuracy")
+                                                if k in metrics})
                 if ckpt_dir:
                     _checkpoint(ckpt_dir, epoch, model, optimizer, previous + done, track)
                 maybe_fail("torch.epoch_end")

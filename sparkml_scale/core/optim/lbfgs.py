@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -160,8 +160,9 @@ class LBFGSObjective:
             grad = np.concatenate([grad, gb / W])
         return f, grad
 
-    def minimize(self, sums):
-        """L-BFGS-B from ``x0`` with MLlib's (Breeze's) stop rule; returns ``(x, history, nit, nfev)``."""
+    def minimize(self, sums, on_iteration: Optional[Callable[[int, float], None]] = None):
+        """L-BFGS-B from ``x0`` with MLlib's (Breeze's) stop rule; returns ``(x, history, nit, nfev)``.
+        ``on_iteration(iteration, objective)`` is called after each iteration (progress)."""
         from scipy.optimize import minimize
 
         last: Dict[str, np.ndarray] = {}
@@ -188,6 +189,8 @@ class LBFGSObjective:
             f = float(intermediate_result.fun)
             history.append(f)
             log.info("L-BFGS: iteration %d objective %.10g", len(history) - 1, f)
+            if on_iteration is not None:
+                on_iteration(len(history) - 1, f)
             if np.array_equal(last.get("x"), x):
                 g = last["g"]
                 if box:  # projected gradient: no descent through an active bound
@@ -261,26 +264,39 @@ def concat_blocks(blocks, d: int):
     return X, np.concatenate(ys), np.concatenate(ws)
 
 
-def minimize_mapreduce(data, obj: LBFGSObjective, block_sums):
+def minimize_mapreduce(data, obj: LBFGSObjective, block_sums,
+                       on_iteration: Optional[Callable[[int, float], None]] = None):
     """One tree-aggregated Spark job per loss/gradient evaluation (``data.aggregate``, a
     :class:`~sparkml_scale.core.stage.TrainingData`); the optimizer runs on the driver.
-    ``block_sums(blocks, coef, b)`` is the loss kernel (e.g. ``BinomialLoss().sums``)."""
+    ``block_sums(blocks, coef, b)`` is the loss kernel (e.g. ``BinomialLoss().sums``);
+    ``on_iteration`` as in :meth:`LBFGSObjective.minimize`."""
 
     def sums(coef, b):
         arrays = data.aggregate(lambda blocks: block_sums(blocks, coef, b))
         return float(arrays[0][0]), arrays[1], arrays[2]
 
-    return obj.minimize(sums)
+    return obj.minimize(sums, on_iteration)
 
 
 _BACKENDS = {0: "local", 1: "gloo", 2: "spark"}
 _BACKEND_CODES = {v: k for k, v in _BACKENDS.items()}
 
 
-def minimize_allreduce(blocks_df, obj: LBFGSObjective, block_sums, world: int, num_partitions: int):
+def _reporter(address: Optional[str]) -> Optional[Callable[[int, float], None]]:
+    if not address:
+        return None
+    from ..progress import report
+
+    return lambda it, f: report(address, objective=f)
+
+
+def minimize_allreduce(blocks_df, obj: LBFGSObjective, block_sums, world: int, num_partitions: int,
+                       progress: Optional[str] = None):
     """One barrier stage of ``world`` tasks over the cached blocks: each decodes its blocks
     once, then every evaluation is a local ``block_sums`` plus an allreduce; the optimizer runs
-    on every rank.  Returns ``(x, history, iterations, evaluations, backend)``."""
+    on every rank.  Rank 0 reports each iteration's objective to the driver's progress channel
+    at ``progress`` (:func:`sparkml_scale.core.progress.report`).  Returns ``(x, history,
+    iterations, evaluations, backend)``."""
     d = obj.d
 
     def task(batches, comm):
@@ -292,7 +308,7 @@ def minimize_allreduce(blocks_df, obj: LBFGSObjective, block_sums, world: int, n
             total = comm.allreduce(block_sums([data], coef, b))
             return float(total[0][0]), total[1], total[2]
 
-        x, history, nit, nfev = obj.minimize(sums)
+        x, history, nit, nfev = obj.minimize(sums, _reporter(progress) if comm.rank == 0 else None)
         code = _BACKEND_CODES[comm.backend]
         return [x, np.asarray(history), np.array([nit, nfev, code, t_load, time.perf_counter() - t0])]
 

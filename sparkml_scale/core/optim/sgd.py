@@ -9,7 +9,7 @@ perceptron").  :class:`SGDState` is the state a model keeps for ``partialFit``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -73,14 +73,16 @@ ADAGRAD_EPS = 1e-8
 
 
 def sgd_epochs(blocks_df, st: SGDState, block_sums, epochs: int, batch_size: int, step: float, seed: int,
-               depth: int, num_partitions: Optional[int]) -> List[float]:
+               depth: int, num_partitions: Optional[int],
+               on_epoch: Optional[Callable[[int, float], None]] = None) -> List[float]:
     """Train ``st`` in place by iterative parameter mixing: per epoch one Spark job in which
     every partition runs AdaGrad (Duchi, Hazan & Singer 2011; L1 by its proximal step) over
     shuffled mini-batches of its rows, starting from the current parameters; the driver
     then averages the partitions' parameters and accumulators weighted by their weight
     sums (McDonald, Hall & Mann 2010).  ``block_sums(blocks, coef, b)`` is the loss kernel
     (raw weighted sums, e.g. ``MultinomialLoss().sums``).  Returns per epoch the mean
-    mini-batch loss seen during the epoch plus the penalty at its end."""
+    mini-batch loss seen during the epoch plus the penalty at its end; ``on_epoch(epoch, loss)``
+    is called after each (progress)."""
     history: List[float] = []
     mu, inv_std, pen1, pen2 = st.mu, st.inv_std, st.pen1, st.pen2
     l1, l2, fit_b = st.l1, st.l2, st.fit_b
@@ -130,4 +132,6 @@ def sgd_epochs(blocks_df, st: SGDState, block_sums, epochs: int, batch_size: int
         st.beta, st.b, st.G, st.Gb = (a / wsum for a in arrays[:4])
         st.steps += int(nsteps)
         history.append(lsum / wsum + st.penalty())
+        if on_epoch is not None:
+            on_epoch(st.epochs_done - 1, history[-1])
     return history
