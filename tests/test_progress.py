@@ -48,8 +48,15 @@ def test_switch_env_and_override(monkeypatch):
     with pytest.raises(TypeError):
         P.set_progress("yes")
     monkeypatch.delenv(P.ENV)
-    # default: off when stderr is not a terminal and no Jupyter kernel runs (pytest captures stderr)
+    # default: on in a Jupyter kernel or on a terminal, else off (batch logs)
+    monkeypatch.setattr(P, "_in_kernel", lambda: False)
+    monkeypatch.setattr(P, "_isatty", lambda stream: False)
     assert not P.progress_enabled()
+    monkeypatch.setattr(P, "_isatty", lambda stream: True)
+    assert P.progress_enabled()
+    monkeypatch.setattr(P, "_isatty", lambda stream: False)
+    monkeypatch.setattr(P, "_in_kernel", lambda: True)
+    assert P.progress_enabled()
 
 
 @pytest.mark.connect
