@@ -92,6 +92,10 @@ def test_time_travel_schema_and_lineage_on_a_delta_rs_table(spark, tmp_path):
     ts = dt.datetime.fromtimestamp((_commit_ms(path, 1) + 1) / 1000, tz=dt.timezone.utc)
     v1, rec1 = read_table(spark, path, timestamp=ts)
     assert rec1.version == 1 and v1.count() == 60 and rec1.as_of is not None, (rec1, _commit_ms(path, 0))
+    from sparkml_scale.io.common import iso_utc
+
+    # the commit time of the version read, not the latest commit's (the time travel moved a shared handle)
+    assert rec1.timestamp == iso_utc(_commit_ms(path, 1)) != iso_utc(_commit_ms(path, 2)), rec1
     iso = ts.isoformat()
     assert read_table(spark, path, timestamp=iso)[1].version == 1
 

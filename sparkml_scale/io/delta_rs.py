@@ -159,6 +159,8 @@ def read(spark, path: str, version: Optional[int], timestamp, storage_options=No
         if ts.timestamp() * 1000 < first["timestamp"]:
             raise ValueError(f"timestamp={timestamp!r} is before the first available commit of the Delta table at "
                              f"{path!r} ({iso_utc(first['timestamp'])}, version {first['version']})")
+        # time travel on a second handle: `head` keeps the latest snapshot for the commit times below
+        dt = _open(path, storage_options)
         dt.load_as_version(ts)
     v = dt.version()
     _check_readable(dt, path)
