@@ -139,14 +139,16 @@ class FitProgress:
                 self._classic = False
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(done=exc_type is None)
 
-    def close(self) -> None:
+    def close(self, done: bool = True) -> None:
+        """End the fit's progress; ``done``: it finished (a loop that converged before its
+        ``total`` ends its bar at 100%), else the bar stays where the failure left it."""
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        self._close_bar()
+        self._close_bar(done)
         self._set_tag(None)
         if self._classic:
             try:
@@ -204,10 +206,12 @@ class FitProgress:
             except Exception:  # noqa: BLE001
                 pass
 
-    def _close_bar(self) -> None:
+    def _close_bar(self, done: bool = True) -> None:
         with self._lock:
             if self._bar is not None:
                 try:
+                    if done and self._bar.total and self._bar.n < self._bar.total:
+                        self._bar.total = self._bar.n  # converged early: complete, not "interrupted"
                     self._bar.close()
                 except Exception:  # noqa: BLE001
                     pass
