@@ -67,7 +67,8 @@ def test_evaluate_and_repr(spark):
     X, y = load("breast_cancer")
     train, test = frame(spark, X[::2], y[::2]), frame(spark, X[1::2], y[1::2])
     m = LogisticRegression(regParam=0.01, weightCol="w").fit(train)
-    assert repr(m) == f"LogisticRegressionModel: uid={m.uid}, numClasses=2, numFeatures=30"
+    # MLlib's toString, then the training record (sparkml_scale.core.display; tests/test_display.py)
+    assert repr(m).startswith(f"LogisticRegressionModel: uid={m.uid}, numClasses=2, numFeatures=30, solverUsed=")
     assert m.evaluate(train).accuracy == m.summary.accuracy
     ev = m.evaluate(test)
     p = np.array([r.prediction for r in m.transform(test).orderBy("id").collect()])

@@ -36,6 +36,7 @@ from pyspark import keyword_only
 from pyspark.ml.linalg import DenseVector, Matrix, SparseMatrix, SparseVector, Vector, VectorUDT
 from pyspark.sql import types as T
 
+from ..core.display import ReadableRepr, detail
 from ..core.linear import LinearModelMixin, compressed_matrix, compressed_vector
 from ..core.linear_loss import BinomialLoss, MultinomialLoss, loss_for
 from ..core.optim.sgd import SGDState
@@ -78,7 +79,7 @@ class _Fit:
     sgd: Optional[SGDState] = None
 
 
-class LogisticRegression(_LogisticRegressionParams, VectorEstimator):
+class LogisticRegression(ReadableRepr, _LogisticRegressionParams, VectorEstimator):
     """Logistic regression (binomial or multinomial), a drop-in for
     ``pyspark.ml.classification.LogisticRegression``.
 
@@ -356,7 +357,7 @@ class SGDLogisticRegression(LogisticRegression):
         self.setParams(**kwargs)
 
 
-class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, VectorModel):
+class LogisticRegressionModel(ReadableRepr, LinearModelMixin, _LogisticRegressionParams, VectorModel):
     """Fitted logistic regression, binomial or multinomial.
 
     Attributes: ``coefficientMatrix`` (``K x d`` DenseMatrix; ``1 x d`` when
@@ -488,9 +489,6 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Vecto
             return SparseVector(m.numCols, m.rowIndices, m.values)
         return DenseVector(self._coef)
 
-    def __repr__(self) -> str:
-        return f"LogisticRegressionModel: uid={self.uid}, numClasses={self.numClasses}, numFeatures={self.numFeatures}"
-
     def evaluate(self, dataset) -> LogisticRegressionSummary:
         """Metrics of this model on ``dataset`` (needs ``featuresCol`` and ``labelCol``; weighted by
         ``weightCol`` when set), as MLlib's ``evaluate``: a :class:`LogisticRegressionSummary`
@@ -589,3 +587,20 @@ class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, Vecto
             return [out[i] for i in wanted]
 
         return predict
+
+    def _repr_fields(self):
+        """``repr``: MLlib's ``LogisticRegressionModel: uid=..., numClasses=..., numFeatures=...``, then
+        what the training recorded (solver, iterations, final objective; kept in the summary, so
+        absent after a load, as MLlib's summary); the table adds the coefficients, intercepts and
+        set params."""
+        s = self._summary
+        fields = [("numClasses", self.numClasses), ("numFeatures", self.numFeatures)]
+        if s is not None:
+            fields += [("solverUsed", s.solverUsed), ("totalIterations", s.totalIterations),
+                       ("finalObjective", s.objectiveHistory[-1] if s.objectiveHistory else None)]
+        if self._B is None:
+            weights = [("coefficients", self.coefficients), ("intercept", self._intercept)]
+        else:
+            weights = [("coefficientMatrix", self._B), ("interceptVector", self._b)]
+        return fields + [("family", detail("binomial" if self._B is None else "multinomial"))] + [
+            (k, detail(v)) for k, v in weights] + [("params", detail(self._repr_params_text()))]

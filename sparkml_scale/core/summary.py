@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from pyspark.sql import DataFrame
 
+from .display import ReadableRepr, detail, lazy, lazy_attrs
 from .schema import col
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-class LogisticRegressionSummary:
+class LogisticRegressionSummary(ReadableRepr):
     """Metrics of a model on a DataFrame, as MLlib's ``LogisticRegressionSummary``: what
     ``model.evaluate(df)`` returns (and the base of the training summary).
 
@@ -56,9 +57,6 @@ class LogisticRegressionSummary:
         self._k = numClasses
         self._cm: Optional[np.ndarray] = None
         self._auc: Optional[float] = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(numClasses={self._k}, labelCol={self._lcol!r})"
 
     @property
     def labelCol(self) -> str:
@@ -203,6 +201,16 @@ class LogisticRegressionSummary:
             self._auc = float(ev.evaluate(self._scored(raw=True).select(*cols)))
         return self._auc
 
+    def _repr_fields(self):
+        """``numClasses``, ``accuracy`` and (binomial) ``areaUnderROC``; the table adds the columns and
+        the weighted metrics.  Displaying a summary computes its metrics (Spark jobs, once: kept)."""
+        fields = [("numClasses", self._k)]
+        if self._model is not None and self._dataset is not None:
+            fields += lazy_attrs(self, "accuracy", *([] if self._model.isMultinomial else ["areaUnderROC"]))
+            fields += lazy_attrs(self, "weightedPrecision", "weightedRecall", table_only=True)
+            fields.append(("weightedFMeasure", detail(lazy(self.weightedFMeasure))))
+        return fields + [("labelCol", detail(self._lcol)), ("weightCol", detail(self._wcol))]
+
 
 class LogisticRegressionTrainingSummary(LogisticRegressionSummary):
     """Training summary, as MLlib's: the metrics of :class:`LogisticRegressionSummary` on the
@@ -224,12 +232,16 @@ class LogisticRegressionTrainingSummary(LogisticRegressionSummary):
         self.numInstances = numInstances
         self.trainingSeconds = trainingSeconds
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(totalIterations={self.totalIterations}, "
-            f"finalObjective={self.objectiveHistory[-1]:.6g}, numInstances={self.numInstances}, "
-            f"solverUsed={self.solverUsed!r})"
-        )
+    def _repr_fields(self):
+        """The training record (iterations, final objective, rows, solver) after ``numClasses``,
+        then the metrics of :class:`LogisticRegressionSummary`."""
+        fields = super()._repr_fields()
+        final = self.objectiveHistory[-1] if self.objectiveHistory else None
+        return fields[:1] + [
+            ("totalIterations", self.totalIterations), ("finalObjective", final), ("numInstances", self.numInstances),
+            ("solverUsed", self.solverUsed), ("allreduceBackend", detail(self.allreduceBackend)),
+            ("trainingSeconds", detail(self.trainingSeconds)),
+        ] + fields[1:]
 
 
 #: The summary classes of binomial models (MLlib's names).
@@ -237,7 +249,7 @@ BinaryLogisticRegressionSummary = LogisticRegressionSummary
 BinaryLogisticRegressionTrainingSummary = LogisticRegressionTrainingSummary
 
 
-class LinearRegressionSummary:
+class LinearRegressionSummary(ReadableRepr):
     """Metrics of a :class:`LinearRegressionModel` on a DataFrame (MLlib's ``LinearRegressionSummary``),
     from ``model.evaluate(df)``; computed on first access (one Spark job for the metrics, one
     more for the label mean when the data is not the training data), then kept.
@@ -396,14 +408,12 @@ class LinearRegressionSummary:
     def explainedVariance(self) -> float:
         return self._compute()["ev"]
 
-    def _repr_fields(self) -> List[str]:
-        return [f"r2={self.r2:.6g}", f"rootMeanSquaredError={self.rootMeanSquaredError:.6g}",
-                f"numInstances={self.numInstances}"]
-
-    def __repr__(self) -> str:
-        """``LinearRegressionSummary(r2=..., rootMeanSquaredError=..., numInstances=...)`` (computes the
-        metrics if they are not yet)."""
-        return f"{type(self).__name__}({', '.join(self._repr_fields())})"
+    def _repr_fields(self):
+        """``LinearRegressionSummary(r2=..., rootMeanSquaredError=..., numInstances=...)``; the table adds
+        the other metrics and the columns.  Displaying a summary computes its metrics (once: kept)."""
+        return lazy_attrs(self, "r2", "rootMeanSquaredError", "numInstances") + lazy_attrs(
+            self, "meanAbsoluteError", "meanSquaredError", "r2adj", "explainedVariance", "degreesOfFreedom",
+            table_only=True) + [("labelCol", detail(self._lcol)), ("weightCol", detail(self._wcol))]
 
 
 class LinearRegressionTrainingSummary(LinearRegressionSummary):
@@ -418,5 +428,7 @@ class LinearRegressionTrainingSummary(LinearRegressionSummary):
         self.objectiveHistory = [0.0]
         self.totalIterations = 0
 
-    def _repr_fields(self) -> List[str]:
-        return super()._repr_fields() + [f"totalIterations={self.totalIterations}"]
+    def _repr_fields(self):
+        fields = super()._repr_fields()
+        return fields[:3] + [("totalIterations", self.totalIterations)] + fields[3:] + [
+            ("trainingSeconds", detail(self.trainingSeconds))]

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from ..core.arrow import block_to_vectors
+from ..core.display import ReadableRepr, detail
 from ..core.persistence import ParamsReadWrite
 from ..core.session import vector_arrow_udf
 from ..core.schema import check_column, check_new_column, quote
@@ -378,7 +379,7 @@ def _make_udf(spark, plans: List[tuple], n: int, signed: bool):
     return vector_arrow_udf(spark, feature_hash, VectorUDT())
 
 
-class FeatureHasher(Transformer, HasInputCols, HasOutputCol, HasNumFeatures, ParamsReadWrite):
+class FeatureHasher(ReadableRepr, Transformer, HasInputCols, HasOutputCol, HasNumFeatures, ParamsReadWrite):
     """Hash columns into one sparse feature vector (the hashing trick).
 
     A drop-in for :class:`pyspark.ml.feature.FeatureHasher` whose per-row work runs
@@ -579,3 +580,11 @@ class FeatureHasher(Transformer, HasInputCols, HasOutputCol, HasNumFeatures, Par
         udf = _make_udf(dataset.sparkSession, plans, n, self.getSigned())
         feature = udf(F.struct(*args)).alias(out, metadata={"ml_attr": {"num_attrs": n}})
         return dataset.select("*", feature)
+
+    def _repr_fields(self):
+        """``repr``: ``numFeatures``, ``inputCols``, ``categoricalCols`` when set and ``signed`` when
+        True; the table adds ``outputCol`` and ``signed``."""
+        signed = self.getSigned()
+        return [("numFeatures", self.getNumFeatures()), ("inputCols", self._repr_param("inputCols")),
+                ("categoricalCols", self._repr_param("categoricalCols")), ("signed", True if signed else detail(False)),
+                ("outputCol", detail(self._repr_param("outputCol")))]

@@ -63,6 +63,7 @@ from pyspark.ml.param.shared import HasInputCol, HasMaxIter, HasOutputCol, HasSe
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from ..core.display import ReadableRepr, detail
 from ..core.persistence import ModelLoadError
 from ..core.params import Interval, Options, Required
 from ..core.stage import StageParams, TrainingData, VectorEstimator, VectorModel, map_vectors
@@ -138,7 +139,7 @@ class _PCAParams(StageParams, HasInputCol, HasOutputCol, HasMaxIter, HasSeed, Ha
     def getWhiten(self) -> bool:
         return self.getOrDefault(self.whiten)
 
-class PCA(_PCAParams, VectorEstimator):
+class PCA(ReadableRepr, _PCAParams, VectorEstimator):
     """Principal component analysis of a vector column, fitted by map-reduce.
 
     Drop-in for :class:`pyspark.ml.feature.PCA` (params ``k``, ``inputCol``,
@@ -361,7 +362,7 @@ def _fix_signs(pc: np.ndarray) -> np.ndarray:
     return pc
 
 
-class PCAModel(_PCAParams, VectorModel):
+class PCAModel(ReadableRepr, _PCAParams, VectorModel):
     """A fitted :class:`PCA`: projects ``inputCol`` onto the ``k`` principal components.
 
     ``transform`` adds ``outputCol`` (dense ``VectorUDT`` of size ``k``):
@@ -518,3 +519,15 @@ class PCAModel(_PCAParams, VectorModel):
             return [X]
 
         return map_vectors(dataset, src, [("outputCol", new, VectorUDT())], back, size=pc.shape[1], dense=True)
+
+    def _repr_fields(self):
+        """``repr``: MLlib's ``PCAModel: uid=..., k=...``, then ``numFeatures``, ``methodUsed`` and the
+        share of the variance the ``k`` components explain; the table adds the per-component shares,
+        ``center``/``whiten``, the rows fitted, the components' shape and the set params."""
+        return [
+            ("k", self._repr_param("k")), ("numFeatures", self._pc.shape[0]), ("methodUsed", self._used),
+            ("explainedVarianceSum", float(self.explainedVariance.values.sum())),
+            ("explainedVariance", detail(self.explainedVariance)), ("center", detail(self.getCenter())),
+            ("whiten", detail(self.getWhiten())), ("count", detail(self._count)), ("pc", detail(self._pc)),
+            ("params", detail(self._repr_params_text())),
+        ]

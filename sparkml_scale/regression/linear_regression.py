@@ -71,6 +71,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from .._version import __version__
+from ..core.display import ReadableRepr, detail
 from ..core.linear import LinearModelMixin
 from ..core.params import Interval, Options
 from ..core.persistence import ParamsWriter
@@ -169,7 +170,7 @@ class _LinearRegressionParams(
             raise ValueError(f"param 'loss' must be 'squaredError', got {self.getLoss()!r}")
 
 
-class LinearRegression(_LinearRegressionParams, VectorEstimator):
+class LinearRegression(ReadableRepr, _LinearRegressionParams, VectorEstimator):
     """Least-squares linear regression with optional L2 penalty, fitted from one Gram pass.
 
     A drop-in for :class:`pyspark.ml.regression.LinearRegression` with
@@ -340,16 +341,14 @@ def _spd_solve(A: np.ndarray, r: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(A, r, rcond=None)[0]
 
 
-class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, VectorModel):
+class LinearRegressionModel(ReadableRepr, LinearModelMixin, _LinearRegressionParams, VectorModel):
     """Fitted linear regression: ``coefficients`` (DenseVector, size ``numFeatures``),
     ``intercept`` (float), ``scale`` (1.0: the squared-error loss is not rescaled),
     ``summary``/``hasSummary``, ``evaluate(df)``, ``predict(vector)``; ``transform`` adds
     ``predictionCol`` (double, ``x . coefficients + intercept``; null for a null vector) as
     one vectorised Arrow UDF per batch.  ``write().format("pmml")`` exports PMML 4.4.
-    ``repr`` is MLlib's ``LinearRegressionModel: uid=..., numFeatures=...``."""
-
-    def __repr__(self) -> str:
-        return f"LinearRegressionModel: uid={self.uid}, numFeatures={self.numFeatures}"
+    ``repr`` is MLlib's ``LinearRegressionModel: uid=..., numFeatures=...`` (plus the training r2 and
+    RMSE once computed); ``_repr_html_`` a table for notebooks."""
 
     def setFeaturesCol(self, value: str) -> "LinearRegressionModel":
         return self._set(featuresCol=value)
@@ -407,6 +406,17 @@ class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, VectorMod
             return [np.asarray(X @ coef + b, dtype=np.float64)]
 
         return predict
+
+    def _repr_fields(self):
+        """``repr``: MLlib's ``LinearRegressionModel: uid=..., numFeatures=...``, then the training
+        summary's ``r2`` and ``rootMeanSquaredError`` once they are computed (a model's repr starts no
+        Spark job); the table adds the coefficients, intercept and set params."""
+        s = self._summary
+        fields = [("numFeatures", self.numFeatures)]
+        if s is not None and s._metrics is not None:
+            fields += [("r2", s.r2), ("rootMeanSquaredError", s.rootMeanSquaredError)]
+        return fields + [("coefficients", detail(self.coefficients)), ("intercept", detail(self._intercept)),
+                         ("params", detail(self._repr_params_text()))]
 
 
 PMML_NAMESPACE = "http://www.dmg.org/PMML-4_4"

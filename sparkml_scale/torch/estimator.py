@@ -43,6 +43,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from ..core.cluster import conf_value as _conf, task_slots
+from ..core.display import ReadableRepr, detail, lazy
 from ..core.persistence import ModelLoadError, ParamsReadWrite
 from ..core.lineage import RecordsLineage
 from ..core.schema import check_column, check_new_column, col, distinct_names
@@ -55,7 +56,7 @@ __all__ = ["TorchEstimator", "TorchModel"]
 log = logging.getLogger(__name__)
 
 
-class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
+class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
     """Train a PyTorch model on a DataFrame with ``numProc`` processes (DDP or Horovod).
 
     Input: ``featuresCol`` (``VectorUDT`` or ``array<numeric>``; each row reshaped to
@@ -318,7 +319,7 @@ class TorchEstimator(RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
         return self._copyValues(model)
 
 
-class TorchModel(_TorchParams, Model, ParamsReadWrite):
+class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
     """A trained network: ``transform`` adds predictions by batched inference.
 
     Output columns, by ``loss``:
@@ -501,3 +502,23 @@ class TorchModel(_TorchParams, Model, ParamsReadWrite):
         out = dataset.toDF(*safe[:n_in]).mapInArrow(fn, safe_schema)
         return out.toDF(*[f.name for f in out_schema.fields])
 
+    def _repr_fields(self):
+        """``repr``: the module (its factory reference), the number of weights, the epochs trained and
+        the last epoch's training/validation metrics; the table adds the loss, backend, early
+        stopping and set params.  ``numParameters`` counts the floating-point entries of the
+        state_dict (parameters and float buffers such as BatchNorm statistics)."""
+        def num_parameters():
+            if getattr(self, "_repr_numel", (None,))[0] is not self._state:  # cached per weights
+                numel = sum(int(t.numel()) for t in self.state_dict().values() if t.is_floating_point())
+                self._repr_numel = (self._state, numel)
+            return self._repr_numel[1]
+
+        last = self._history[-1] if self._history else {}
+        return [
+            ("module", self._repr_param("model")), ("numParameters", lazy(num_parameters) if self._state else None),
+            ("epochsTrained", int(last["epoch"]) + 1 if "epoch" in last else None),
+            ("trainLoss", last.get("loss")), ("valLoss", last.get("val_loss")),
+            ("valAccuracy", last.get("val_accuracy")), ("loss", detail(self._repr_param("loss"))),
+            ("backendUsed", detail(self._backend_used or None)), ("stoppedEarly", detail(self._stopped_early)),
+            ("bestEpoch", detail(self._best_epoch)), ("params", detail(self._repr_params_text())),
+        ]
