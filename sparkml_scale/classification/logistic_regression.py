@@ -40,6 +40,7 @@ from ..core.display import ReadableRepr, detail
 from ..core.linear import LinearModelMixin, compressed_matrix, compressed_vector
 from ..core.linear_loss import BinomialLoss, MultinomialLoss, loss_for
 from ..core.optim.sgd import SGDState
+from ..core.progress import FitProgress
 from ..core.stage import TrainingData, VectorEstimator, VectorModel
 from ..core.summary import (
     BinaryLogisticRegressionSummary,
@@ -309,7 +310,7 @@ class LogisticRegression(ReadableRepr, _LogisticRegressionParams, VectorEstimato
         solver = data.execution.kind
         scatter = None
         if solver != "sgd" and self.getMaxIter() > 0 and wants_correlation(self, K, stats.num_features):
-            scatter = data.aggregate(scatter_partial(stats.num_features))[0]
+            scatter = data.aggregate(scatter_partial(stats.num_features), step="feature correlation pass")[0]
         obj = build_objective(self, stats, K, num_classes, scatter)
         loss = loss_for(obj.multinomial)
         log.info("LogisticRegression: solver %s (%s)", solver, data.execution.reason)
@@ -447,13 +448,17 @@ class LogisticRegressionModel(ReadableRepr, LinearModelMixin, _LogisticRegressio
         if epochs < 1:
             raise ValueError(f"partialFit: 'epochs' must be >= 1, got {epochs}")
         B, b = self._matrix()
-        K, d = B.shape
         est = LogisticRegression()
         self._copyValues(est)
         est._class_limit = self.numClasses
         if self._B is not None:
             est.setFamily("multinomial")
-        data = est._prepare(dataset, allow_empty=True)
+        with FitProgress(dataset.sparkSession, "LogisticRegressionModel.partialFit") as progress:
+            return self._partial_fit(est, dataset, epochs, B, b, progress)
+
+    def _partial_fit(self, est, dataset, epochs, B, b, progress):
+        K, d = B.shape
+        data = est._prepare(dataset, allow_empty=True, progress=progress)
         if data is None:  # an empty micro-batch changes nothing
             return self
         try:

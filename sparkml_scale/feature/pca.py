@@ -18,7 +18,7 @@ Exact method
     The SVD costs 2-3x an ``eigh`` of the same ``d x d`` matrix (seconds at
     ``d = 1000``), as in MLlib.
 
-Randomized method (wide data; MLlib refuses more than 65,535 columns)
+Randomized method (wide data; above 65,535 columns MLlib's PCA densifies every row and fails on sparse ones)
     A first pass gets ``n``, the mean, the total variance (trace of ``C``) and
     the columns with any non-zero value (the support ``S``; hashed features use
     few of their ``2^18`` slots).  Then randomized subspace iteration with
@@ -276,8 +276,10 @@ class PCA(ReadableRepr, _PCAParams, VectorEstimator):
         prev = None
         tol = self.getTol()
         best = None
+        data.progress.bar("subspace iterations", total=self.getMaxIter(), unit="pass")
         for it in range(self.getMaxIter()):
-            Y = data.covariance_apply(S, Q, num_partitions=mom.num_partitions)
+            Y = data.covariance_apply(S, Q, num_partitions=mom.num_partitions,
+                                      step=f"randomized subspace iteration {it + 1}")
             Y = (Y - n * np.outer(mu, mu @ Q)) / (n - 1)  # C Q, centring applied implicitly
             T_ = Q.T @ Y
             theta, U = np.linalg.eigh((T_ + T_.T) / 2)
@@ -287,6 +289,7 @@ class PCA(ReadableRepr, _PCAParams, VectorEstimator):
             lead = theta[: min(k, len(theta))]
             done = prev is not None and np.all(np.abs(lead - prev) <= tol * np.maximum(np.abs(lead), 1e-300))
             log.info("PCA randomized: pass %d, leading Ritz values %s", it + 1, lead[:3])
+            data.progress.advance(eigenvalue=float(lead[0]) if len(lead) else 0.0)
             if done or l_ == s:
                 break
             prev = lead

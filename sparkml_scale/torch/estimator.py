@@ -45,6 +45,7 @@ from pyspark.sql import types as T
 from ..core.cluster import conf_value as _conf, task_slots
 from ..core.display import ReadableRepr, detail, lazy
 from ..core.persistence import ModelLoadError, ParamsReadWrite
+from ..core.progress import FitProgress
 from ..core.lineage import RecordsLineage
 from ..core.schema import check_column, check_new_column, col, distinct_names
 from .factory import trust_passed
@@ -300,7 +301,12 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
         df = dataset.select(*[col(c).alias(f"_c{i}") for i, c in enumerate(cols)])
         spec = self._spec(spark, num_proc, resume)
         spec["columnNames"] = cols
-        result = launch(df, spec, num_proc, backend, self._gpu_wanted(spark))
+        with FitProgress(spark, "TorchEstimator") as progress:
+            done = int(load_checkpoint_bytes(resume)["epoch"]) + 1 if resume is not None else 0
+            progress.bar("epochs", total=self.getEpochs(), initial=done, unit="epoch")
+            spec["progress"] = progress.channel()  # rank 0 reports each epoch's losses
+            progress.step(f"training with {backend} in {num_proc} process{'es' if num_proc > 1 else ''}")
+            result = launch(df, spec, num_proc, backend, self._gpu_wanted(spark))
         for m in result["history"]:
             log.info("epoch %d: %s", int(m["epoch"]), {k: round(v, 5) for k, v in m.items() if k != "epoch"})
         model = TorchModel._create(result["state"], result["history"], int(result["num_outputs"]),
