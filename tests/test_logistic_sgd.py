@@ -92,6 +92,13 @@ def test_partial_fit_continues_and_persists(spark, cancer, tmp_path):
     f3 = _objective(exact, X, y, reg)[0]
     exact.partialFit(df, epochs=3)
     assert _objective(exact, X, y, reg)[0] < f3
+    # the SGD knobs are the model's own params: a smaller step moves the coefficients less
+    c0 = exact.coefficients.toArray()
+    small, default = exact.copy().setStepSize(1e-4).setBatchSize(64), exact.copy()
+    assert (small.getStepSize(), small.getBatchSize()) == (1e-4, 64)
+    small.partialFit(df)
+    default.partialFit(df)
+    assert 0 < np.abs(small.coefficients.toArray() - c0).max() < np.abs(default.coefficients.toArray() - c0).max()
     # bad batches are refused by name; empty batches change nothing
     with pytest.raises(ValueError, match="labelCol"):
         model.partialFit(df.selectExpr("features", "label + 2 AS label"))

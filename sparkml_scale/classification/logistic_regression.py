@@ -426,6 +426,14 @@ class LogisticRegressionModel(ReadableRepr, LinearModelMixin, _LogisticRegressio
         that._sgd = None if self._sgd is None else self._sgd.copy()
         return that
 
+    def setStepSize(self, value: float) -> "LogisticRegressionModel":
+        """AdaGrad's step size for :meth:`partialFit` (param ``stepSize``)."""
+        return self._set(stepSize=value)
+
+    def setBatchSize(self, value: int) -> "LogisticRegressionModel":
+        """Rows per mini-batch of :meth:`partialFit` (param ``batchSize``)."""
+        return self._set(batchSize=value)
+
     def partialFit(self, dataset, epochs: int = 1) -> "LogisticRegressionModel":
         """Continue training this model on ``dataset`` (AdaGrad mini-batch SGD, see
         ``solver='sgd'``), in place; returns ``self`` (scikit-learn's ``partial_fit``).
