@@ -145,6 +145,18 @@ def test_spark_jobs_are_named_after_the_stage_and_step(spark, data):
 
 
 @pytest.mark.connect
+def test_mllib_summaries_still_work_after_our_fits(spark, data):
+    """Spark 4.3: a classic SparkSession.addTag makes MLlib's training summaries unserializable for
+    the rest of the session; our fits must not do that to the user's MLlib models."""
+    from pyspark.ml.classification import LogisticRegression as MLlibLR
+
+    from sparkml_scale.classification import LogisticRegression
+
+    LogisticRegression(maxIter=3).fit(data)
+    assert 0.5 < MLlibLR(maxIter=5).fit(data).summary.accuracy <= 1.0
+
+
+@pytest.mark.connect
 def test_tags_are_removed_after_the_fit(spark, data):
     from sparkml_scale.classification import LogisticRegression
 

@@ -11,6 +11,8 @@ Every Spark job a fit runs is named after the stage and the step: the Spark UI s
 session this is the job description (``SparkContext.setJobDescription``); on Spark Connect,
 where the server names the jobs, it is a job tag (``SparkSession.addTag``), e.g.
 ``sparkml_scale LogisticRegression L-BFGS iteration 12`` (commas are not allowed in tags).
+Classic sessions get no tags: there ``addTag`` breaks MLlib's training summaries for the rest of
+the session (see ``FitProgress._set_tag``).
 
 Turning the bars off: ``SPARKML_SCALE_PROGRESS=0`` in the environment, or
 :func:`set_progress` ``(False)``; ``=1`` / ``(True)`` forces them on.  By default they show in a
@@ -169,7 +171,11 @@ class FitProgress:
         self._set_tag(_tag_of(name))
 
     def _set_tag(self, tag: Optional[str]) -> None:
-        if self.spark is None:
+        # Connect only.  On a classic session (Spark 4.3) SparkSession.addTag initialises the
+        # session's thread-local `threadUuid`, after which MLlib's training summaries, which hold
+        # the session, fail to serialize ("Task not serializable: SparkSession$$anon$1"): every
+        # later `mllib_model.summary.accuracy` in that session would break.
+        if self.spark is None or self._classic:
             return
         try:
             if self._tag is not None:
