@@ -36,7 +36,7 @@ from pyspark import keyword_only
 from pyspark.ml.linalg import DenseVector, Matrix, SparseMatrix, SparseVector, Vector, VectorUDT
 from pyspark.sql import types as T
 
-from ..core.display import ReadableRepr, detail
+from ..core.display import detail
 from ..core.linear import LinearModelMixin, compressed_matrix, compressed_vector
 from ..core.linear_loss import BinomialLoss, MultinomialLoss, loss_for
 from ..core.optim.sgd import SGDState
@@ -80,7 +80,7 @@ class _Fit:
     sgd: Optional[SGDState] = None
 
 
-class LogisticRegression(ReadableRepr, _LogisticRegressionParams, VectorEstimator):
+class LogisticRegression(_LogisticRegressionParams, VectorEstimator):
     """Logistic regression (binomial or multinomial), a drop-in for
     ``pyspark.ml.classification.LogisticRegression``.
 
@@ -358,7 +358,7 @@ class SGDLogisticRegression(LogisticRegression):
         self.setParams(**kwargs)
 
 
-class LogisticRegressionModel(ReadableRepr, LinearModelMixin, _LogisticRegressionParams, VectorModel):
+class LogisticRegressionModel(LinearModelMixin, _LogisticRegressionParams, VectorModel):
     """Fitted logistic regression, binomial or multinomial.
 
     Attributes: ``coefficientMatrix`` (``K x d`` DenseMatrix; ``1 x d`` when

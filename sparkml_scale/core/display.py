@@ -1,7 +1,8 @@
 """Readable reprs of stages and summaries, for consoles and notebooks.
 
 pyspark's ``Identifiable.__repr__`` prints only the uid, so a fitted model shows nothing useful in
-Jupyter.  :class:`ReadableRepr` (first in a class's bases, before the pyspark classes) gives:
+Jupyter.  :class:`ReadableRepr` (first in a class's bases, before the pyspark classes; the template bases
+``VectorEstimator``/``VectorModel`` carry it, so their stages only list their fields) gives:
 
 - ``repr(obj)``: one line.  Stages use MLlib's ``toString`` form, ``LogisticRegressionModel:
   uid=..., numClasses=2, numFeatures=262144, solverUsed='allreduce', ...`` (what pyspark users see

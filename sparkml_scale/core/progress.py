@@ -30,6 +30,8 @@ import sys
 import threading
 from typing import Any, Callable, Dict, Optional
 
+from .session import is_connect
+
 __all__ = ["set_progress", "progress_bars", "progress_enabled", "FitProgress", "ProgressChannel", "report", "ENV", "DELAY_S"]
 
 #: Environment variable: "0"/"false"/"off"/"no" turns progress bars off, "1"/"true"/"on"/"yes" on.
@@ -127,7 +129,7 @@ class FitProgress:
         self._bar = None
         self._tag: Optional[str] = None
         self._saved_description: Any = None
-        self._classic = spark is not None and not type(spark).__module__.startswith("pyspark.sql.connect")
+        self._classic = spark is not None and not is_connect(spark)
         self._channel: Optional[ProgressChannel] = None
         self._lock = threading.Lock()
         self.steps: list = []  # the job names set, in order (read by tests)
@@ -247,7 +249,7 @@ def _reachable_host(spark) -> Optional[str]:
     session; on Spark Connect only a server on this machine (``local``/``localhost``)."""
     if spark is None:
         return None
-    if not type(spark).__module__.startswith("pyspark.sql.connect"):
+    if not is_connect(spark):
         try:
             master = spark.conf.get("spark.master", "") or ""
             if master.startswith("local"):

@@ -42,6 +42,7 @@ from pyspark.ml.param import Params
 from pyspark.sql import types as T
 
 from .cluster import EXECUTIONS, Execution, choose_execution
+from .display import ReadableRepr
 from .lineage import RecordsLineage
 from .params import validate_params
 from .persistence import ParamsReadWrite
@@ -225,7 +226,7 @@ class TrainingData:
                           self.stats.num_partitions, on_epoch=on_epoch)
 
 
-class VectorEstimator(RecordsLineage, StageParams, Estimator, ParamsReadWrite):
+class VectorEstimator(ReadableRepr, RecordsLineage, StageParams, Estimator, ParamsReadWrite):
     """Template Estimator over a vector column (see the module docstring).
 
     Class attributes: ``_input`` (``"blocks"`` or ``"passes"``), ``_labels`` (``"real"`` or
@@ -341,7 +342,7 @@ class VectorEstimator(RecordsLineage, StageParams, Estimator, ParamsReadWrite):
         return model
 
 
-class VectorModel(StageParams, Model, ParamsReadWrite):
+class VectorModel(ReadableRepr, StageParams, Model, ParamsReadWrite):
     """Template Model over a vector column (see the module docstring).
 
     Hooks: :meth:`_output_fields` (the columns to add) and :meth:`_block_predictor` (their

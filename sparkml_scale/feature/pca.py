@@ -63,7 +63,7 @@ from pyspark.ml.param.shared import HasInputCol, HasMaxIter, HasOutputCol, HasSe
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from ..core.display import ReadableRepr, detail
+from ..core.display import detail
 from ..core.persistence import ModelLoadError
 from ..core.params import Interval, Options, Required
 from ..core.stage import StageParams, TrainingData, VectorEstimator, VectorModel, map_vectors
@@ -139,7 +139,7 @@ class _PCAParams(StageParams, HasInputCol, HasOutputCol, HasMaxIter, HasSeed, Ha
     def getWhiten(self) -> bool:
         return self.getOrDefault(self.whiten)
 
-class PCA(ReadableRepr, _PCAParams, VectorEstimator):
+class PCA(_PCAParams, VectorEstimator):
     """Principal component analysis of a vector column, fitted by map-reduce.
 
     Drop-in for :class:`pyspark.ml.feature.PCA` (params ``k``, ``inputCol``,
@@ -365,7 +365,7 @@ def _fix_signs(pc: np.ndarray) -> np.ndarray:
     return pc
 
 
-class PCAModel(ReadableRepr, _PCAParams, VectorModel):
+class PCAModel(_PCAParams, VectorModel):
     """A fitted :class:`PCA`: projects ``inputCol`` onto the ``k`` principal components.
 
     ``transform`` adds ``outputCol`` (dense ``VectorUDT`` of size ``k``):

@@ -71,7 +71,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from .._version import __version__
-from ..core.display import ReadableRepr, detail
+from ..core.display import detail
 from ..core.linear import LinearModelMixin
 from ..core.params import Interval, Options
 from ..core.persistence import ParamsWriter
@@ -170,7 +170,7 @@ class _LinearRegressionParams(
             raise ValueError(f"param 'loss' must be 'squaredError', got {self.getLoss()!r}")
 
 
-class LinearRegression(ReadableRepr, _LinearRegressionParams, VectorEstimator):
+class LinearRegression(_LinearRegressionParams, VectorEstimator):
     """Least-squares linear regression with optional L2 penalty, fitted from one Gram pass.
 
     A drop-in for :class:`pyspark.ml.regression.LinearRegression` with
@@ -341,7 +341,7 @@ def _spd_solve(A: np.ndarray, r: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(A, r, rcond=None)[0]
 
 
-class LinearRegressionModel(ReadableRepr, LinearModelMixin, _LinearRegressionParams, VectorModel):
+class LinearRegressionModel(LinearModelMixin, _LinearRegressionParams, VectorModel):
     """Fitted linear regression: ``coefficients`` (DenseVector, size ``numFeatures``),
     ``intercept`` (float), ``scale`` (1.0: the squared-error loss is not rescaled),
     ``summary``/``hasSummary``, ``evaluate(df)``, ``predict(vector)``; ``transform`` adds

@@ -277,6 +277,7 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
         spark = dataset.sparkSession
         num_proc = self.getNumProc()
         resume = None
+        epochs_done = 0  # in the checkpoint resumed from
         if self.getResumeFromCheckpoint():
             last = self._last_checkpoint()
             if last is None:
@@ -288,10 +289,11 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
                     state = load_checkpoint_bytes(resume)
                 except Exception as exc:  # noqa: BLE001 - corrupted or foreign file
                     raise ValueError(f"checkpoint {last!r} (param 'checkpointDir') cannot be read: {exc}") from None
-                log.info("resuming from %s (epoch %d done)", last, int(state["epoch"]))
-                if int(state["epoch"]) + 1 >= self.getEpochs():
+                epochs_done = int(state["epoch"]) + 1
+                log.info("resuming from %s (epoch %d done)", last, epochs_done - 1)
+                if epochs_done >= self.getEpochs():
                     log.info("the checkpoint already has %d epochs (param 'epochs' = %d): nothing to train",
-                             int(state["epoch"]) + 1, self.getEpochs())
+                             epochs_done, self.getEpochs())
                     return self._model_from_checkpoint(state)
         backend = self._resolve_backend()
         check_slots(spark, num_proc)
@@ -302,8 +304,7 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
         spec = self._spec(spark, num_proc, resume)
         spec["columnNames"] = cols
         with FitProgress(spark, "TorchEstimator") as progress:
-            done = int(load_checkpoint_bytes(resume)["epoch"]) + 1 if resume is not None else 0
-            progress.bar("epochs", total=self.getEpochs(), initial=done, unit="epoch")
+            progress.bar("epochs", total=self.getEpochs(), initial=epochs_done, unit="epoch")
             spec["progress"] = progress.channel()  # rank 0 reports each epoch's losses
             progress.step(f"training with {backend} in {num_proc} process{'es' if num_proc > 1 else ''}")
             result = launch(df, spec, num_proc, backend, self._gpu_wanted(spark))
