@@ -4,7 +4,9 @@ A fit that runs more than :data:`DELAY_S` seconds shows a progress bar (``tqdm``
 Jupyter and in a terminal) counting what the solver counts: L-BFGS iterations, SGD or torch
 epochs, PCA passes, with the last objective/loss.  The bar lives on the driver, also when the
 work runs inside barrier tasks (the allreduce solvers, distributed torch): rank 0 reports each
-iteration or epoch through a small TCP channel to the driver (:class:`ProgressChannel`).
+iteration or epoch through a small TCP channel to the driver (:class:`ProgressChannel`).  The same
+channel answers questions: :func:`ask` sends values and waits for the driver's reply (e.g.
+``TorchEstimator``'s ``epochCallback``, which may stop training after an epoch).
 
 Every Spark job a fit runs is named after the stage and the step: the Spark UI shows
 ``LogisticRegression: L-BFGS iteration 12`` instead of ``mapInArrow at ...``.  On a classic
@@ -32,7 +34,8 @@ from typing import Any, Callable, Dict, Optional
 
 from .session import is_connect
 
-__all__ = ["set_progress", "progress_bars", "progress_enabled", "FitProgress", "ProgressChannel", "report", "ENV", "DELAY_S"]
+__all__ = ["set_progress", "progress_bars", "progress_enabled", "FitProgress", "ProgressChannel", "report", "ask",
+           "ENV", "DELAY_S"]
 
 #: Environment variable: "0"/"false"/"off"/"no" turns progress bars off, "1"/"true"/"on"/"yes" on.
 ENV = "SPARKML_SCALE_PROGRESS"
@@ -226,12 +229,14 @@ class FitProgress:
                 self._bar = None
 
     # ---- reports from barrier tasks
-    def channel(self, on_message: Optional[Callable[[Dict[str, Any]], None]] = None) -> Optional[str]:
-        """Address (``"host:port:token"``) that :func:`report` on an executor sends to; each message
-        (a dict) goes to ``on_message`` (default: :meth:`advance` with the message's values).
-        ``None`` when progress is off or the executors cannot reach this process (a Spark Connect
-        client on another machine than the server)."""
-        if not self.enabled:
+    def channel(self, on_message: Optional[Callable[[Dict[str, Any]], Any]] = None,
+                always: bool = False) -> Optional[str]:
+        """Address (``"host:port:token"``) that :func:`report` and :func:`ask` on an executor send to;
+        each message (a dict) goes to ``on_message`` (default: :meth:`advance` with the message's
+        values), whose return value answers an :func:`ask`.  ``None`` when progress is off (unless
+        ``always``: the channel serves more than the bar) or the executors cannot reach this process
+        (a Spark Connect client on another machine than the server)."""
+        if not (self.enabled or always):
             return None
         host = _reachable_host(self.spark)
         if host is None:
@@ -267,10 +272,13 @@ def _reachable_host(spark) -> Optional[str]:
 
 class ProgressChannel:
     """A TCP listener on the driver taking JSON lines ``{"token": ..., ...}`` from executors; each
-    message with the right token goes to ``handler`` on a daemon thread.  Bound to ``host`` on an
-    ephemeral port; closed by :meth:`close`."""
+    message with the right token goes to ``handler`` on a daemon thread (one per connection, so
+    the messages of one connection are handled in order).  A message flagged ``"ask": true`` (sent
+    by :func:`ask`) is a question: the handler's return value goes back on the same connection as
+    one JSON line (``null`` when the handler raised).  Bound to ``host`` on an ephemeral port;
+    closed by :meth:`close`."""
 
-    def __init__(self, host: str, handler: Callable[[Dict[str, Any]], None]):
+    def __init__(self, host: str, handler: Callable[[Dict[str, Any]], Any]):
         self.token = secrets.token_hex(8)
         self.handler = handler
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -299,9 +307,18 @@ class ProgressChannel:
                     msg = json.loads(line)
                     if not isinstance(msg, dict) or msg.pop("token", None) != self.token:
                         return  # not ours: drop the connection
-                    self.handler(msg)
                 except Exception:  # noqa: BLE001 - a bad report never fails the fit
                     continue
+                question = bool(msg.pop("ask", False))
+                try:
+                    answer = self.handler(msg)
+                except Exception:  # noqa: BLE001
+                    answer = None
+                if question:
+                    try:
+                        conn.sendall((json.dumps(answer) + "\n").encode("utf-8"))
+                    except Exception:  # noqa: BLE001 - the asker gave up (timeout) or the answer is not JSON
+                        return
 
     def close(self) -> None:
         self._closed.set()
@@ -332,3 +349,23 @@ def report(address: Optional[str], **values: Any) -> None:
         sock.sendall((json.dumps(dict(values, token=token)) + "\n").encode("utf-8"))
     except Exception:  # noqa: BLE001
         _senders[address] = None
+
+
+def ask(address: Optional[str], timeout_s: float = 120.0, **values: Any) -> Optional[Dict[str, Any]]:
+    """Send ``values`` (JSON-serialisable) to the driver's :class:`ProgressChannel` at ``address``
+    as a question and wait up to ``timeout_s`` seconds for its handler's answer: the answer dict,
+    or ``None`` when there is no address, the driver cannot be reached (5 s to connect), the
+    answer does not come in time or is not a dict.  Never raises.  One connection per question, so
+    a late answer can never be taken for the next question's."""
+    if not address:
+        return None
+    try:
+        host, port, token = address.rsplit(":", 2)
+        with socket.create_connection((host, int(port)), timeout=min(5.0, timeout_s)) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall((json.dumps(dict(values, token=token, ask=True)) + "\n").encode("utf-8"))
+            with sock.makefile("r", encoding="utf-8") as answers:
+                answer = json.loads(answers.readline())
+    except Exception:  # noqa: BLE001 - unreachable, timed out, closed or not JSON
+        return None
+    return answer if isinstance(answer, dict) else None
