@@ -33,6 +33,7 @@ import glob
 import logging
 import os
 import re
+import threading
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -50,14 +51,14 @@ from ..core.lineage import RecordsLineage
 from ..core.schema import check_column, check_new_column, col, distinct_names
 from .factory import trust_passed
 from .inference import _predict_fn
-from .params import BACKENDS, _REF_PARAMS, _TorchParams
+from .params import BACKENDS, _REF_PARAMS, _EpochCallbackParam, _TorchParams
 
 __all__ = ["TorchEstimator", "TorchModel"]
 
 log = logging.getLogger(__name__)
 
 
-class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, ParamsReadWrite):
+class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, _EpochCallbackParam, Estimator, ParamsReadWrite):
     """Train a PyTorch model on a DataFrame with ``numProc`` processes (DDP or Horovod).
 
     Input: ``featuresCol`` (``VectorUDT`` or ``array<numeric>``; each row reshaped to
@@ -77,6 +78,22 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
     epochs without a lower validation loss and return the best epoch's weights.
     ``frozenLayers``: parameter-name prefixes left untrained (transfer learning).
 
+    ``epochCallback``: a callable ``fn(record) -> bool`` run on the driver (in a thread of the
+    driver process, one call at a time) after each epoch trained, with that epoch's ``history``
+    record (the dict above: ``epoch`` as a float, ``loss``, ``samples``, ``seconds``,
+    ``samples_per_s``, and ``val_loss``/``val_accuracy`` with validation rows).  Returning a true
+    value stops training after that epoch in every process: the model is that epoch's (or, with
+    ``earlyStoppingPatience``, the best epoch's), ``history`` holds the epochs trained and
+    :attr:`TorchModel.stoppedByCallback` is True.  Rank 0 waits for each answer (up to
+    :data:`~sparkml_scale.torch.worker.CALLBACK_TIMEOUT_S` s; after one missed answer it trains on
+    without asking and the driver calls the callback after the fit for the epochs it missed).  A
+    callback that raises is logged with its traceback and counts as "continue".  It works with
+    progress bars on or off.  When the training processes cannot reach the driver (a Spark Connect
+    client on another machine than the server), a warning says it cannot stop training and it is
+    called after the fit once per epoch, its return value ignored.  A runtime hook: kept by
+    ``copy()`` and ``fit(df, {est.epochCallback: fn})``, never saved (a loaded estimator has none),
+    never sent to the executors, and not passed on to the fitted model.
+
     Raises ``ValueError``/``TypeError`` naming the param or column for bad params,
     missing or mistyped columns, an empty DataFrame, null or NaN/inf labels, NaN/inf or null
     features, labels that do not fit the loss (found on the executors, reported before
@@ -93,7 +110,7 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
                  inputShape=None, batchSize=64, epochs=10, learningRate=1e-3, numProc=1, backend="auto",
                  useGpu="auto", validationFraction=0.0, validationCol=None, earlyStoppingPatience=0,
                  checkpointDir=None, resumeFromCheckpoint=False, frozenLayers=None, inferenceBatchSize=256,
-                 seed=42) -> None:
+                 seed=42, epochCallback=None) -> None:
         super().__init__()
         self._set_passed(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
@@ -102,7 +119,7 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
                   predictionCol=None, probabilityCol=None, inputShape=None, batchSize=None, epochs=None,
                   learningRate=None, numProc=None, backend=None, useGpu=None, validationFraction=None,
                   validationCol=None, earlyStoppingPatience=None, checkpointDir=None, resumeFromCheckpoint=None,
-                  frozenLayers=None, inferenceBatchSize=None, seed=None) -> "TorchEstimator":
+                  frozenLayers=None, inferenceBatchSize=None, seed=None, epochCallback=None) -> "TorchEstimator":
         return self._set_passed(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     def _set_passed(self, **kwargs) -> "TorchEstimator":
@@ -179,6 +196,10 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
 
     def setSeed(self, value: int) -> "TorchEstimator":
         return self._set(seed=value)
+
+    def setEpochCallback(self, value) -> "TorchEstimator":
+        """Set param ``epochCallback`` (``None`` clears it); see the class docstring."""
+        return self._set(epochCallback=value)
 
     # ---------------------------------------------------------------------------------------
     def _validate(self, schema: T.StructType) -> None:
@@ -303,15 +324,27 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
         df = dataset.select(*[col(c).alias(f"_c{i}") for i, c in enumerate(cols)])
         spec = self._spec(spark, num_proc, resume)
         spec["columnNames"] = cols
+        callback = _EpochCallback(self.getEpochCallback()) if self.getEpochCallback() is not None else None
         with FitProgress(spark, "TorchEstimator") as progress:
             progress.bar("epochs", total=self.getEpochs(), initial=epochs_done, unit="epoch")
-            spec["progress"] = progress.channel()  # rank 0 reports each epoch's losses
+            if callback is None:
+                spec["progress"] = progress.channel()  # rank 0 reports each epoch's losses
+            else:  # rank 0 asks: the bar advances and the callback answers, bars on or off
+                spec["progress"] = progress.channel(callback.on_message(progress), always=True)
+                spec["epochCallback"] = spec["progress"] is not None
+                if spec["progress"] is None:
+                    log.warning("param 'epochCallback' cannot stop training: the training processes cannot reach "
+                                "this driver process (e.g. a Spark Connect client on another machine than the "
+                                "server); it is called after the fit for each epoch, its return value ignored")
             progress.step(f"training with {backend} in {num_proc} process{'es' if num_proc > 1 else ''}")
             result = launch(df, spec, num_proc, backend, self._gpu_wanted(spark))
         for m in result["history"]:
             log.info("epoch %d: %s", int(m["epoch"]), {k: round(v, 5) for k, v in m.items() if k != "epoch"})
+        if callback is not None:
+            callback.call_missed(result["history"], epochs_done)
         model = TorchModel._create(result["state"], result["history"], int(result["num_outputs"]),
-                                   backend, bool(result.get("stopped_early")), result.get("best_epoch"))
+                                   backend, bool(result.get("stopped_early")), result.get("best_epoch"),
+                                   bool(result.get("stopped_by_callback")))
         return self._copyValues(model)
 
     def _model_from_checkpoint(self, state: Dict[str, Any]) -> "TorchModel":
@@ -326,6 +359,43 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, Estimator, Para
         return self._copyValues(model)
 
 
+class _EpochCallback:
+    """One fit's ``epochCallback`` on the driver: calls it one record at a time, never raising (an
+    exception is logged and means "continue"), and remembers the epochs it was called for."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.seen: set = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, record: Dict[str, Any]) -> bool:
+        with self._lock:
+            self.seen.add(int(record.get("epoch", -1)))
+            try:
+                return bool(self.fn(dict(record)))
+            except Exception:  # noqa: BLE001 - a failing callback never fails the fit
+                log.exception("param 'epochCallback' raised after epoch %s (counted as \"continue\")",
+                              record.get("epoch"))
+                return False
+
+    def on_message(self, progress: FitProgress):
+        """The progress channel's handler: every message advances the bar; one that carries a
+        ``record`` (rank 0's question after an epoch) gets ``{"stop": bool}`` back."""
+        def handle(msg: Dict[str, Any]) -> Optional[Dict[str, bool]]:
+            record = msg.pop("record", None)
+            progress.advance(int(msg.pop("n", 1)), **msg)
+            return None if record is None else {"stop": self(record)}
+
+        return handle
+
+    def call_missed(self, history: List[Dict[str, float]], first_epoch: int) -> None:
+        """After the fit: the call for each epoch trained in it (from ``first_epoch``) that the
+        callback did not see (driver unreachable, an answer that came too late); answers ignored."""
+        for record in history:
+            if int(record["epoch"]) >= first_epoch and int(record["epoch"]) not in self.seen:
+                self(record)
+
+
 class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
     """A trained network: ``transform`` adds predictions by batched inference.
 
@@ -338,7 +408,9 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
     - anything else (``"mse"``, callables): ``predictionCol`` = the output (double for one
       output, dense vector otherwise).
 
-    Null feature rows give null outputs.  ``history`` holds the per-epoch training metrics.
+    Null feature rows give null outputs.  ``history`` holds the per-epoch training metrics (of the
+    epochs trained), ``stoppedEarly`` / ``stoppedByCallback`` say whether early stopping or
+    ``TorchEstimator``'s ``epochCallback`` ended the training.
 
     ``transform`` raises ``ValueError``/``TypeError`` naming the column or param for a missing or
     mistyped features column or an output column that exists, and
@@ -354,10 +426,11 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
         self._backend_used = ""
         self._stopped_early = False
         self._best_epoch: Optional[int] = None
+        self._stopped_by_callback = False
 
     @classmethod
     def _create(cls, state: bytes, history, num_outputs: int, backend: str, stopped_early: bool,
-                best_epoch) -> "TorchModel":
+                best_epoch, stopped_by_callback: bool = False) -> "TorchModel":
         m = cls()
         m._state = bytes(state)
         m._history = [dict(h) for h in history]
@@ -365,11 +438,13 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
         m._backend_used = backend
         m._stopped_early = bool(stopped_early)
         m._best_epoch = None if best_epoch is None else int(best_epoch)
+        m._stopped_by_callback = bool(stopped_by_callback)
         return m
 
     def copy(self, extra=None) -> "TorchModel":
         that = super().copy(extra)
-        for a in ("_state", "_history", "_num_outputs", "_backend_used", "_stopped_early", "_best_epoch"):
+        for a in ("_state", "_history", "_num_outputs", "_backend_used", "_stopped_early", "_best_epoch",
+                  "_stopped_by_callback"):
             setattr(that, a, getattr(self, a))
         return that
 
@@ -379,7 +454,8 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
 
     def _extra_metadata(self) -> Dict[str, Any]:
         return {"history": self._history, "numOutputs": self._num_outputs, "backendUsed": self._backend_used,
-                "stoppedEarly": self._stopped_early, "bestEpoch": self._best_epoch}
+                "stoppedEarly": self._stopped_early, "bestEpoch": self._best_epoch,
+                "stoppedByCallback": self._stopped_by_callback}
 
     @classmethod
     def _from_arrays(cls, arrays: Dict[str, np.ndarray], metadata: Dict[str, Any]) -> "TorchModel":
@@ -397,7 +473,7 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
             raise ModelLoadError("saved TorchModel weights are not a state_dict")
         return cls._create(state, metadata.get("history", []), int(metadata.get("numOutputs", -1)),
                            metadata.get("backendUsed", ""), bool(metadata.get("stoppedEarly", False)),
-                           metadata.get("bestEpoch"))
+                           metadata.get("bestEpoch"), bool(metadata.get("stoppedByCallback", False)))
 
     # accessors -----------------------------------------------------------------------------
     @property
@@ -412,6 +488,13 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
     @property
     def stoppedEarly(self) -> bool:
         return self._stopped_early
+
+    @property
+    def stoppedByCallback(self) -> bool:
+        """True when ``TorchEstimator``'s ``epochCallback`` returned true after the last epoch in
+        ``history`` (and so ended the training; also when that was the last epoch anyway).  Saved;
+        False for models saved before this field existed."""
+        return self._stopped_by_callback
 
     @property
     def bestEpoch(self) -> Optional[int]:
@@ -527,5 +610,6 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
             ("trainLoss", last.get("loss")), ("valLoss", last.get("val_loss")),
             ("valAccuracy", last.get("val_accuracy")), ("loss", detail(self._repr_param("loss"))),
             ("backendUsed", detail(self._backend_used or None)), ("stoppedEarly", detail(self._stopped_early)),
-            ("bestEpoch", detail(self._best_epoch)), ("params", detail(self._repr_params_text())),
+            ("stoppedByCallback", detail(self._stopped_by_callback)), ("bestEpoch", detail(self._best_epoch)),
+            ("params", detail(self._repr_params_text())),
         ]

@@ -13,8 +13,10 @@
 - ``_TorchReader``: the :class:`~sparkml_scale.core.persistence.ParamsReader` behind ``load``; it
   vets every reference of the loaded stage (``ModelLoadError`` naming the path) before anything
   imports or calls it, and records the vetted ones on the stage.
-- ``BACKENDS`` (values of param ``backend``) and ``_REF_PARAMS`` (the params that may hold code
-  references).
+- ``_EpochCallbackParam``: ``TorchEstimator``'s runtime hook ``epochCallback`` (a callable run on
+  the driver after each epoch; never saved, so never a reference to vet).
+- ``BACKENDS`` (values of param ``backend``), ``_REF_PARAMS`` (the params that may hold code
+  references) and ``_RUNTIME_PARAMS`` (the params ``save`` skips).
 
 The stage classes themselves stay in :mod:`sparkml_scale.torch.estimator`: saved stages record
 that class path.
@@ -35,6 +37,33 @@ from .loop import LOSSES
 
 BACKENDS = ("auto", "torch_distributor", "horovod")
 _REF_PARAMS = ("model", "optimizer", "loss")
+#: Runtime hooks: kept by ``copy()`` and param maps, never written by ``save`` (a loaded stage has them unset).
+_RUNTIME_PARAMS = ("epochCallback",)
+
+
+def _to_callback(value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"param 'epochCallback' must be a callable fn(record) -> bool or None, "
+                        f"got {type(value).__name__}")
+    return value
+
+
+class _EpochCallbackParam(Params):
+    """``epochCallback`` (``TorchEstimator`` only: a fitted ``TorchModel`` does not carry it)."""
+
+    epochCallback: "Param[Any]" = Param(
+        Params._dummy(), "epochCallback",
+        "fn(record: dict) -> bool|None, called on the driver after each epoch with that epoch's metrics "
+        "(keys as in TorchModel.history: epoch, loss, samples, seconds, samples_per_s, and val_loss/"
+        "val_accuracy with validation rows); returning True stops training after that epoch on every "
+        "process (the model is that epoch's, or the best one with earlyStoppingPatience). An exception is "
+        "logged and counts as 'continue'. A runtime hook: not saved. When the training processes cannot "
+        "reach the driver (a Spark Connect client on another machine) it is called after the fit for each "
+        "epoch and cannot stop training. Unset = none",
+        typeConverter=_to_callback)
+
+    def getEpochCallback(self) -> Any:
+        return self.getOrDefault(self.epochCallback) if self.isDefined(self.epochCallback) else None
 
 
 class _TorchParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol, HasSeed):
@@ -174,9 +203,12 @@ class _TorchParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbability
 
     def _json_param_map(self) -> Dict[str, Any]:
         """Params as JSON for saving: module factory, optimizer and loss as import references
-        (a callable's reference is trusted in this process: the user gave that callable)."""
+        (a callable's reference is trusted in this process: the user gave that callable); the
+        runtime hooks (``_RUNTIME_PARAMS``: ``epochCallback``) are left out."""
         out: Dict[str, Any] = {}
         for p, v in self._paramMap.items():
+            if p.name in _RUNTIME_PARAMS:
+                continue  # a callable run in this process only: never written
             if p.name in _REF_PARAMS and not isinstance(v, (str, dict)) and v is not None:
                 ref = reference_of(v)
                 if ref is None:

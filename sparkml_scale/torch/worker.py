@@ -9,6 +9,11 @@ environment the launcher set.  ``dist="none"`` trains alone (one process, no col
 Errors found on one rank (bad labels, empty share) are agreed on through one allreduce before
 training, so every rank stops together with the same message instead of waiting for a peer.
 Messages the driver should show as they are carry the prefix :data:`ERROR_TAG`.
+
+With ``spec["epochCallback"]`` (a flag: the callable itself stays on the driver) rank 0 asks the
+driver after each epoch whether to stop (:func:`~sparkml_scale.core.progress.ask` on the progress
+channel, waiting up to :data:`CALLBACK_TIMEOUT_S`), and the ranks agree on the answer through one
+``allreduce_sum``.
 """
 from __future__ import annotations
 
@@ -22,12 +27,14 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..core.faults import maybe_fail
-from ..core.progress import report
+from ..core.progress import ask, report
 
-__all__ = ["run_rank", "ERROR_TAG", "load_checkpoint_bytes", "CHECKPOINT_PREFIX"]
+__all__ = ["run_rank", "ERROR_TAG", "load_checkpoint_bytes", "CHECKPOINT_PREFIX", "CALLBACK_TIMEOUT_S"]
 
 ERROR_TAG = "[sparkml_scale error]"
 CHECKPOINT_PREFIX = "checkpoint-epoch"
+#: Seconds rank 0 waits for the driver's epochCallback answer before it trains on without it.
+CALLBACK_TIMEOUT_S = 120.0
 
 
 def _log(rank: int, msg: str) -> None:
@@ -59,14 +66,16 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
 
     ``spec`` keys: model, optimizer, loss, learningRate, batchSize (global), epochs, seed,
     featuresCol, labelCol, validationCol, validationFraction, inputShape, earlyStoppingPatience,
-    checkpointDir, resume (checkpoint bytes or None), frozenLayers, useGpu, threads.
+    checkpointDir, resume (checkpoint bytes or None), frozenLayers, useGpu, threads; optional:
+    progress (the driver's channel address), epochCallback (bool: ask the driver after each epoch
+    whether to stop, see the module docstring).
     ``model``, ``optimizer`` and ``loss`` are callables or names: ``TorchEstimator`` resolves
     references on the driver, where it vets them; a reference left in the spec is resolved here
     only if :meth:`sparkml_scale.torch.factory.Trust.default` trusts it.
     ``stride=(i, k)``: keep every k-th row starting at i (k processes sharing one partition).
 
     Result: ``{"state": torch.save bytes of the state_dict, "history": [...], "num_outputs": int,
-    "stopped_early": bool, "best_epoch": int or None}``.
+    "stopped_early": bool, "stopped_by_callback": bool, "best_epoch": int or None}``.
     """
     import torch
 
@@ -202,6 +211,8 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
                 track["best_state"] = resume_state["best_model"]
         done: List[Dict[str, float]] = []
         ckpt_dir = spec.get("checkpointDir")
+        # epochCallback: rank 0 asks the driver until it gets no answer once (then it only reports)
+        callback = {"asking": bool(spec.get("epochCallback")) and bool(spec.get("progress")), "stopped": False}
 
         def on_epoch_end(epoch: int, metrics: Dict[str, float]) -> bool:
             done.append(metrics)
@@ -214,14 +225,34 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
                 else:
                     track["wait"] += 1
                     stop = track["wait"] >= patience
+            callback_stop = 0.0
             if rank == 0:
                 _log(rank, "epoch " + json.dumps({k: round(v, 6) for k, v in metrics.items()}))
-                report(spec.get("progress"), **{k: metrics[k] for k in ("loss", "val_loss", "val_accuracy")
-                                                if k in metrics})
+                shown = {k: metrics[k] for k in ("loss", "val_loss", "val_accuracy") if k in metrics}
+                if callback["asking"]:
+                    answer = ask(spec["progress"], CALLBACK_TIMEOUT_S, record=metrics, **shown)
+                    if answer is None:
+                        callback["asking"] = False
+                        _log(rank, f"warning: no answer from the driver's epochCallback after epoch {epoch} "
+                                   f"(unreachable, or it took over {CALLBACK_TIMEOUT_S:.0f} s): training "
+                                   "continues without it; the driver calls it after the fit for the epochs "
+                                   "it missed")
+                    else:
+                        callback_stop = float(bool(answer.get("stop")))
+                else:
+                    report(spec.get("progress"), **shown)
                 if ckpt_dir:
                     _checkpoint(ckpt_dir, epoch, model, optimizer, previous + done, track)
                 maybe_fail("torch.epoch_end")
-            return stop
+            if spec.get("epochCallback"):
+                # every rank takes part (the same collectives on every rank), also after rank 0 gave up asking
+                if world > 1:
+                    callback_stop = float(allreduce_sum(np.array([callback_stop]))[0])
+                if callback_stop > 0:
+                    callback["stopped"] = True
+                    if rank == 0:
+                        _log(rank, f"epochCallback stops training after epoch {epoch}")
+            return stop or callback["stopped"]
 
         val = (lambda: shard.val_batches(max(local_batch, 256))) if have_val else None
         train_epochs(
@@ -238,7 +269,8 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
         return {"state": buf.getvalue(), "history": previous + done, "num_outputs": int(num_outputs),
-                "stopped_early": bool(stopped), "best_epoch": track["best_epoch"]}
+                "stopped_early": bool(stopped), "stopped_by_callback": callback["stopped"],
+                "best_epoch": track["best_epoch"]}
     finally:
         try:
             exc = sys.exc_info()[1]
