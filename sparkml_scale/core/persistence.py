@@ -228,3 +228,73 @@ class ParamsReadWrite(MLReadable, MLWritable):
 # Models mix in the same class; they add ``_model_arrays()`` and ``_from_arrays()``.
 ArrayModelReadWrite = ParamsReadWrite
 
+
+
+#: Class-path prefixes :func:`load_stage` loads without being told to trust them: Spark's own
+#: stages and this package's.
+TRUSTED_STAGE_PREFIXES = ("pyspark.ml.", "org.apache.spark.ml.", "sparkml_scale.")
+_PIPELINES = ("pyspark.ml.pipeline.Pipeline", "pyspark.ml.pipeline.PipelineModel", "pyspark.ml.Pipeline",
+              "pyspark.ml.PipelineModel", "org.apache.spark.ml.Pipeline", "org.apache.spark.ml.PipelineModel")
+
+
+def _stage_classes(spark, path: str, depth: int = 0) -> List[str]:
+    """Class names in the metadata of the stage saved at ``path`` and, for pipelines, of every
+    stage inside (read from the metadata files only; nothing is imported)."""
+    try:
+        metadata = DefaultParamsReader.loadMetadata(path, spark)
+    except Exception as exc:  # noqa: BLE001 - missing dir, not text, not JSON
+        raise ModelLoadError(f"cannot read saved stage metadata at {path!r} ({type(exc).__name__})") from None
+    cls = metadata.get("class")
+    if not isinstance(cls, str):
+        raise ModelLoadError(f"{path!r}: metadata has no class name")
+    out = [cls]
+    if cls in _PIPELINES and depth < 16:
+        uids = (metadata.get("paramMap") or {}).get("stageUids")
+        if not isinstance(uids, list) or not all(isinstance(u, str) for u in uids):
+            raise ModelLoadError(f"{path!r}: pipeline metadata has no list of stage uids ('stageUids')")
+        width = len(str(len(uids)))
+        for i, uid in enumerate(uids):
+            out += _stage_classes(spark, os.path.join(path, "stages", f"{i:0{width}d}_{uid}"), depth + 1)
+    return out
+
+
+def _trusted_modules(trusted, spark) -> tuple:
+    """Module names from ``trusted`` (a comma-separated string or a list of ``"package.module"``
+    / ``"package.module:qualname"`` strings), the Spark conf and the environment variable."""
+    from .cluster import conf_value
+
+    if trusted is not None and not isinstance(trusted, (str, list, tuple)):
+        raise TypeError(f"trusted must be a list of 'package.module' strings, got {type(trusted).__name__}")
+    items = list(trusted.split(",") if isinstance(trusted, str) else trusted or [])
+    try:
+        items += (conf_value(spark, "spark.sparkml_scale.trusted") or "").split(",")
+    except Exception:  # noqa: BLE001 - no readable conf
+        pass
+    items += os.environ.get("SPARKML_SCALE_TRUSTED", "").split(",")
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"trusted: entries must be strings, got {item!r:.80}")
+    return tuple(i.strip().partition(":")[0] for i in items if i.strip())
+
+
+def load_stage(path: str, spark, trusted=None):
+    """Load the pyspark.ml stage (Estimator, Model, Evaluator, Pipeline...) saved at ``path``,
+    whatever its class, importing only classes the user trusts.
+
+    Before anything is imported, the class named in its metadata -- and, for a ``Pipeline`` or
+    ``PipelineModel``, of every stage inside -- must be Spark's (``pyspark.ml.*``, JVM
+    ``org.apache.spark.ml.*``) or sparkml_scale's, or sit in a module listed in ``trusted``
+    (``["package.module", ...]``), the Spark conf ``spark.sparkml_scale.trusted`` or the
+    environment variable ``SPARKML_SCALE_TRUSTED``.  Raises :class:`ModelLoadError` naming the
+    path and the class otherwise.  (pyspark's own ``DefaultParamsReader.loadParamsInstance``
+    imports whatever class the metadata names.)
+    """
+    entries = _trusted_modules(trusted, spark)
+    for cls in _stage_classes(spark, path):
+        module = cls.rpartition(".")[0]
+        if cls.startswith(TRUSTED_STAGE_PREFIXES) or any(module == e or module.startswith(e + ".") for e in entries):
+            continue
+        raise ModelLoadError(f"{path!r} holds a stage of class {cls!r}, which is not trusted: only Spark's and "
+                             "sparkml_scale's stages load unless their module is listed in trusted=[...], the Spark "
+                             "conf 'spark.sparkml_scale.trusted' or $SPARKML_SCALE_TRUSTED")
+    return DefaultParamsReader.loadParamsInstance(path, spark)
