@@ -59,8 +59,7 @@ def test_switch_env_and_override(monkeypatch):
     assert P.progress_enabled()
 
 
-@pytest.mark.connect
-@pytest.mark.parametrize("solver", ["mapreduce", "allreduce"])
+@pytest.mark.parametrize("solver", ["mapreduce", pytest.param("allreduce", marks=pytest.mark.connect)])
 def test_lbfgs_bar_counts_the_iterations(spark, data, bars, capsys, solver):
     from sparkml_scale.classification import LogisticRegression
 
@@ -77,7 +76,6 @@ def test_lbfgs_bar_counts_the_iterations(spark, data, bars, capsys, solver):
         assert "100%" in err and f"{iterations}/{iterations}" in err, err[-300:]
 
 
-@pytest.mark.connect
 def test_sgd_and_partial_fit_bars(spark, data, bars, capsys):
     from sparkml_scale.classification import SGDLogisticRegression
 
@@ -144,7 +142,6 @@ def test_spark_jobs_are_named_after_the_stage_and_step(spark, data):
     assert wanted <= names, sorted(n for n in names if n)
 
 
-@pytest.mark.connect
 def test_mllib_summaries_still_work_after_our_fits(spark, data):
     """Spark 4.3: a classic SparkSession.addTag makes MLlib's training summaries unserializable for
     the rest of the session; our fits must not do that to the user's MLlib models."""

@@ -75,7 +75,7 @@ class _SearchParams(HasSeed, HasParallelism, HasCollectSubModels):
     pruner: "Param[str]" = Param(Params._dummy(), "pruner", "stops hopeless trials early: 'none', 'median' or "
                                  "'successive_halving' (iterative estimators only)", typeConverter=TypeConverters.toString)
     timeout: "Param[float]" = Param(Params._dummy(), "timeout", "seconds after which no new trial starts (None: no "
-                                    "limit); running trials finish", typeConverter=_to_optional_float)
+                                    "limit; the first trial always starts); running trials finish", typeConverter=_to_optional_float)
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -176,7 +176,8 @@ class HyperparameterSearch(_SearchParams, Estimator, SearchReadWrite):
     log-uniform), ``IntDistribution`` or ``CategoricalDistribution``), ``numTrials`` (20),
     ``parallelism`` (1), ``sampler``, ``seed`` (42), ``numFolds`` (3; 1 = one split by
     ``trainRatio``, 0.75), ``foldCol`` (``""``), ``pruner`` (``"none"``, ``"median"``: Optuna's
-    ``MedianPruner``, or ``"successive_halving"``: ``SuccessiveHalvingPruner``), ``timeout``
+    ``MedianPruner`` with ``n_startup_trials=max(1, min(5, numTrials // 4))`` complete trials
+    before it prunes, or ``"successive_halving"``: ``SuccessiveHalvingPruner``), ``timeout``
     (seconds after which no new trial starts; ``None``), ``collectSubModels`` (False).
 
     With TPE the first ``min(10, max(2, numTrials // 3))`` trials are random (Optuna's
@@ -275,7 +276,9 @@ class HyperparameterSearch(_SearchParams, Estimator, SearchReadWrite):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, n // 3)),
                                                      constant_liar=self.getParallelism() > 1)
-        pruner = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+        startup = max(1, min(5, n // 4))
+        pruner = {"none": optuna.pruners.NopPruner,
+                  "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=startup),
                   "successive_halving": optuna.pruners.SuccessiveHalvingPruner}[self.getPruner()]()
         return optuna.create_study(direction="maximize" if maximize else "minimize", sampler=sampler, pruner=pruner)
 
@@ -307,7 +310,7 @@ class HyperparameterSearch(_SearchParams, Estimator, SearchReadWrite):
                 started = 0
                 while started < n or running:
                     while (len(running) < par and started < n
-                           and (timeout is None or time.perf_counter() - t_start < timeout)):
+                           and (timeout is None or started == 0 or time.perf_counter() - t_start < timeout)):
                         trial = study.ask(distributions)
                         pmap = self._trial_map(entries, trial.params)
                         task = inheritable_thread_target(spark)(_timed(run_trial))
@@ -386,7 +389,7 @@ def _finish(study, trial, fut):
         study.tell(trial, result.value)
         return row, None, result
     if isinstance(exc, Pruned):
-        row.update(state="PRUNED", steps=exc.step)
+        row.update(state="PRUNED", steps=exc.trained)
         study.tell(trial, state=TrialState.PRUNED)
         return row, None, None
     row.update(state="FAIL", error=_error_text(exc))

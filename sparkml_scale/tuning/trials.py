@@ -36,11 +36,12 @@ VALIDATION_MARK = "__sparkml_scale_search_validation"
 
 
 class Pruned(Exception):
-    """The pruner stopped the trial (at ``step``)."""
+    """The pruner stopped the trial at reported ``step``, after ``trained`` epochs or iterations
+    (over all folds)."""
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, trained: int):
         super().__init__(f"pruned at step {step}")
-        self.step = step
+        self.step, self.trained = step, trained
 
 
 @dataclass
@@ -61,7 +62,7 @@ class TrialResult:
     models: List[Any] = field(default_factory=list)
     fit_seconds: float = 0.0
     eval_seconds: float = 0.0
-    steps: int = 0
+    steps: Optional[int] = 0
 
 
 def _is_torch(stage) -> bool:
@@ -101,7 +102,9 @@ def rungs(max_iter: int) -> List[int]:
 
 def _value(stage, param: str, pmap: Dict) -> Any:
     p = stage.getParam(param)
-    return pmap[p] if p in pmap else stage.getOrDefault(p)
+    if p in pmap:
+        return pmap[p]
+    return stage.getOrDefault(p) if stage.isDefined(p) else None
 
 
 def run_trial(trial, estimator, evaluator, folds: List[Fold], pmap: Dict, kind: str, stage,
@@ -123,6 +126,8 @@ def run_trial(trial, estimator, evaluator, folds: List[Fold], pmap: Dict, kind: 
         if keep_models:
             result.models.append(model)
     result.value = float(sum(result.fold_values) / len(result.fold_values))
+    if kind == "plain":
+        result.steps = None
     return result
 
 
@@ -156,7 +161,7 @@ def _torch_fold(trial, estimator, evaluator, fold: Fold, pmap: Dict, stage, maxi
 
     pm = dict(pmap)
     pm[stage.getParam("epochCallback")] = on_epoch
-    own_validation = bool(_value(stage, "validationCol", pm)) or float(_value(stage, "validationFraction", pm)) > 0
+    own_validation = bool(_value(stage, "validationCol", pm)) or float(_value(stage, "validationFraction", pm) or 0) > 0
     if own_validation:
         train = fold.train
     else:
@@ -169,7 +174,7 @@ def _torch_fold(trial, estimator, evaluator, fold: Fold, pmap: Dict, stage, maxi
     model = estimator.fit(train, pm)
     result.fit_seconds += time.perf_counter() - t0
     if stop.is_set():
-        raise Pruned(i * epochs + (seen[-1] if seen else 0))
+        raise Pruned(i * epochs + (seen[-1] if seen else 0), result.steps + len(seen))
     return model, _evaluate(evaluator, model, fold.validation, result), len(seen)
 
 
@@ -197,7 +202,7 @@ def _warm_fold(trial, estimator, evaluator, fold: Fold, pmap: Dict, stage, i: in
         step = i * max_iter + r
         trial.report(value, step)
         if trial.should_prune():
-            raise Pruned(step)
+            raise Pruned(step, result.steps + r)
         converged = _iterations(model) is not None and _iterations(model) < r - done
         done = r
         if converged:
