@@ -21,7 +21,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   fi
 fi
 export PYTHONDONTWRITEBYTECODE=1
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=30 "$@"
 SPARKML_SCALE_TEST_CONNECT=1 .venv/bin/python -m pytest -q -m connect "$@"
 # A real standalone cluster (tests/cluster.py: a master and two 1-core workers on 127.0.0.2/.3),
 # from a classic spark:// session, then from a Spark Connect client through a Connect server on it.

@@ -50,8 +50,7 @@ class _SearchReader(ParamsReader):
 
         spark = self.sparkSession
         instance = super().load(path)
-        metadata = DefaultParamsReader.loadMetadata(path, spark)
-        extra = metadata
+        extra = DefaultParamsReader.loadMetadata(path, spark)
         try:
             estimator = load_stage(os.path.join(path, "estimator"), spark, self.trusted)
             evaluator = load_stage(os.path.join(path, "evaluator"), spark, self.trusted)
@@ -63,7 +62,11 @@ class _SearchReader(ParamsReader):
             raise ModelLoadError(f"{path!r}: cannot load the saved search ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
         if hasattr(instance, "_restore"):
-            instance._restore(extra, load_stage(os.path.join(path, "bestModel"), spark, self.trusted))
+            best = load_stage(os.path.join(path, "bestModel"), spark, self.trusted)
+            try:
+                instance._restore(extra, best)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ModelLoadError(f"{path!r}: the saved trials cannot be read ({exc})") from None
         return instance
 
 

@@ -173,9 +173,16 @@ def _torch_fold(trial, estimator, evaluator, fold: Fold, pmap: Dict, stage, maxi
     t0 = time.perf_counter()
     model = estimator.fit(train, pm)
     result.fit_seconds += time.perf_counter() - t0
-    if stop.is_set():
+    # The pruner may also answer after the fit (executors that cannot reach the driver, see
+    # TorchEstimator.epochCallback): a model trained to the end is scored as a complete trial.
+    if stop.is_set() and _stopped_by_callback(model):
         raise Pruned(i * epochs + (seen[-1] if seen else 0), result.steps + len(seen))
     return model, _evaluate(evaluator, model, fold.validation, result), len(seen)
+
+
+def _stopped_by_callback(model) -> bool:
+    stages = model.stages if isinstance(model, PipelineModel) else [model]
+    return any(getattr(s, "stoppedByCallback", False) for s in stages)
 
 
 def _warm_fold(trial, estimator, evaluator, fold: Fold, pmap: Dict, stage, i: int, result: TrialResult):
