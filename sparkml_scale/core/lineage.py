@@ -77,12 +77,25 @@ def register(df, record: TableLineage):
     return df.alias(token)
 
 
+_EXPLAIN_LOCK = threading.Lock()
+
+
 def _plan_text(df) -> str:
+    """``df.explain(extended=True)``'s text, without printing it.  Fits run from several driver
+    threads at once (HyperparameterSearch's trials), so the plan is never read by swapping
+    ``sys.stdout`` while another thread may print: Connect has ``_explain_string``, a classic
+    DataFrame its JVM ``queryExecution``; only as a last resort is stdout redirected, under a lock."""
     explain_string = getattr(df, "_explain_string", None)  # Spark Connect: no stdout round trip
     if callable(explain_string):
         return explain_string(extended=True)
+    jdf = getattr(df, "_jdf", None)
+    if jdf is not None:
+        try:
+            return str(jdf.queryExecution().toString())
+        except Exception:  # noqa: BLE001 - fall back to explain below
+            pass
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with _EXPLAIN_LOCK, contextlib.redirect_stdout(buf):
         df.explain(extended=True)
     return buf.getvalue()
 
