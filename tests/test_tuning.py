@@ -203,6 +203,14 @@ def test_bad_input_is_named_before_any_trial(spark, cancer):
     pca = PCA(k=1, inputCol="features")
     fails(ValueError, r"names 'outputCol', which several stages have",
           estimator=Pipeline(stages=[hasher, pca, lr2]), searchSpace={"outputCol": CategoricalDistribution(["x"])})
+    try:
+        from sparkml_scale.torch import TorchEstimator
+    except ImportError:
+        return
+    est = TorchEstimator(model="sparkml_scale.torch.models:mlp", numProc=1)
+    fails(ValueError, r"param 'parallelism' is 2 but each trial's TorchEstimator trains in 2 barrier task\(s\) "
+          r"\(numProc\) and the cluster has 2 task slot\(s\)", estimator=est, parallelism=2,
+          searchSpace={est.numProc: CategoricalDistribution([1, 2])})
 
 
 # ---- pruning ------------------------------------------------------------------------------------
