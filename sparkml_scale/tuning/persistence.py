@@ -96,6 +96,6 @@ class SearchReadWrite(MLReadable, MLWritable):
                                                              self.getOrDefault("searchSpace")))
         trials: List[Dict[str, Any]] = getattr(self, "_trials", None)
         if trials is not None and hasattr(self, "_best_number"):
-            out.update(trials=trials, bestTrialNumber=self._best_number, searchedNames=self._names,
+            out.update(trials=trials, bestTrialNumber=self._best_number,
                        searchSeconds=self.searchSeconds, refitSeconds=self.refitSeconds)
         return out

@@ -35,7 +35,7 @@ from ..core.progress import progress_bars, progress_enabled
 from .persistence import SearchReadWrite
 from .report import TrialReporter
 from .space import SpaceEntry, resolve_space, stages_of
-from .trials import Pruned, fit_kind, folds_of, run_trial
+from .trials import Pruned, _is_torch, fit_kind, folds_of, run_trial
 
 __all__ = ["HyperparameterSearch", "HyperparameterSearchModel", "SearchError", "SAMPLERS", "PRUNERS"]
 
@@ -143,7 +143,7 @@ class _SearchParams(HasSeed, HasParallelism, HasCollectSubModels):
         par = self.getParallelism()
         for stage in stages_of(self.getEstimator()):
             name = type(stage).__name__
-            if name == "TorchEstimator" and stage.hasParam("numProc"):
+            if _is_torch(stage):
                 searched = [e.distribution for e in entries if e.param == stage.getParam("numProc")]
                 num_proc = stage.getOrDefault("numProc")
                 if searched:
@@ -282,10 +282,6 @@ class HyperparameterSearch(_SearchParams, Estimator, SearchReadWrite):
                   "successive_halving": optuna.pruners.SuccessiveHalvingPruner}[self.getPruner()]()
         return optuna.create_study(direction="maximize" if maximize else "minimize", sampler=sampler, pruner=pruner)
 
-    def _trial_map(self, entries: List[SpaceEntry], params: Dict[str, Any]) -> Dict[Param, Any]:
-        pmap = {e.param: e.param.typeConverter(params[e.name]) for e in entries}
-        return pmap
-
     def _fit(self, dataset: DataFrame) -> "HyperparameterSearchModel":
         entries = self._check()
         spark = dataset.sparkSession
@@ -312,7 +308,7 @@ class HyperparameterSearch(_SearchParams, Estimator, SearchReadWrite):
                     while (len(running) < par and started < n
                            and (timeout is None or started == 0 or time.perf_counter() - t_start < timeout)):
                         trial = study.ask(distributions)
-                        pmap = self._trial_map(entries, trial.params)
+                        pmap = _param_map(entries, trial.params)
                         task = inheritable_thread_target(spark)(_timed(run_trial))
                         fut = pool.submit(task, trial, est, ev, folds, pmap, kind, iterative, maximize, keep)
                         running[fut] = trial
@@ -340,8 +336,7 @@ class HyperparameterSearch(_SearchParams, Estimator, SearchReadWrite):
                 raise SearchError(f"no trial completed ({len(rows)} run, all pruned)")
             search_seconds = time.perf_counter() - t_start
             best = max(complete, key=lambda r: r["value"]) if maximize else min(complete, key=lambda r: r["value"])
-            best_map = self._trial_map(entries, best["params"])
-            best_map = {p: v for p, v in best_map.items() if any(e.param == p for e in entries)}
+            best_map = _param_map(entries, best["params"])
             t0 = time.perf_counter()
             with progress_bars(False):
                 best_model = est.fit(dataset, best_map)
@@ -352,10 +347,15 @@ class HyperparameterSearch(_SearchParams, Estimator, SearchReadWrite):
                 cached.unpersist()
             except Exception:  # noqa: BLE001 - session gone: nothing to free
                 pass
-        model = HyperparameterSearchModel._create(best_model, rows, best["number"], [e.name for e in entries],
+        model = HyperparameterSearchModel._create(best_model, rows, best["number"],
                                                   sub_models if keep else None, search_seconds, refit_seconds)
         reporter.log_best(model)
         return self._copyValues(model)
+
+
+def _param_map(entries: List[SpaceEntry], params: Dict[str, Any]) -> Dict[Param, Any]:
+    """Param -> value for a trial's ``params`` (searched name -> value)."""
+    return {e.param: e.param.typeConverter(params[e.name]) for e in entries if e.name in params}
 
 
 def _timed(fn):
@@ -424,19 +424,17 @@ class HyperparameterSearchModel(_SearchParams, Model, SearchReadWrite):
         self.bestModel = None
         self._trials: List[Dict[str, Any]] = []
         self._best_number = -1
-        self._names: List[str] = []
         self.subModels = None
         self.searchSeconds = float("nan")
         self.refitSeconds = float("nan")
 
     @classmethod
-    def _create(cls, best_model, rows, best_number: int, names: List[str], sub_models, search_seconds: float,
+    def _create(cls, best_model, rows, best_number: int, sub_models, search_seconds: float,
                 refit_seconds: float) -> "HyperparameterSearchModel":
         m = cls()
         m.bestModel = best_model
         m._trials = [dict(r) for r in rows]
         m._best_number = int(best_number)
-        m._names = list(names)
         m.subModels = sub_models
         m.searchSeconds = float(search_seconds)
         m.refitSeconds = float(refit_seconds)
@@ -450,14 +448,13 @@ class HyperparameterSearchModel(_SearchParams, Model, SearchReadWrite):
         self.bestModel = best_model
         self._trials = [dict(r) for r in trials]
         self._best_number = int(metadata.get("bestTrialNumber", -1))
-        self._names = list(metadata.get("searchedNames") or [])
         self.searchSeconds = float(metadata.get("searchSeconds", float("nan")))
         self.refitSeconds = float(metadata.get("refitSeconds", float("nan")))
 
     def copy(self, extra=None) -> "HyperparameterSearchModel":
         that = Params.copy(self, extra)
         that.bestModel = self.bestModel.copy(extra) if self.bestModel is not None else None
-        for a in ("_trials", "_best_number", "_names", "subModels", "searchSeconds", "refitSeconds"):
+        for a in ("_trials", "_best_number", "subModels", "searchSeconds", "refitSeconds"):
             setattr(that, a, getattr(self, a))
         return that
 
@@ -492,8 +489,7 @@ class HyperparameterSearchModel(_SearchParams, Model, SearchReadWrite):
     def bestParamMap(self) -> Dict[Param, Any]:
         if not self.isDefined(self.searchSpace) or self.getSearchSpace() is None:
             return {}
-        entries = resolve_space(self.getEstimator(), self.getSearchSpace())
-        return {e.param: e.param.typeConverter(self.bestParams[e.name]) for e in entries if e.name in self.bestParams}
+        return _param_map(resolve_space(self.getEstimator(), self.getSearchSpace()), self.bestParams)
 
     def __repr__(self) -> str:
         n = len(self._trials)
