@@ -3,6 +3,7 @@ this folder on ``sys.path``).
 
 - :data:`CONNECT`: whether this run uses a Spark Connect session (``SPARKML_SCALE_TEST_CONNECT=1``);
 - :func:`vector_frame`: a DataFrame of feature vectors (dense or sparse), labels and weights;
+- :func:`fashion_mnist_frames`: Fashion-MNIST splits as Parquet-backed ``array<float>`` DataFrames;
 - :func:`assert_close`: the closeness rule of the parity tests (abs error where values are small,
   relative where large).
 """
@@ -16,7 +17,7 @@ import numpy as np
 CONNECT = os.environ.get("SPARKML_SCALE_TEST_CONNECT") == "1"
 CLUSTER = os.environ.get("SPARKML_SCALE_TEST_CLUSTER") == "1"
 
-__all__ = ["CONNECT", "CLUSTER", "vector_frame", "assert_close"]
+__all__ = ["CONNECT", "CLUSTER", "vector_frame", "fashion_mnist_frames", "assert_close"]
 
 
 def vector_frame(spark, X, y=None, w=None, *, sparse: bool = False, parts: Optional[int] = 2, ids: bool = False,
@@ -48,6 +49,31 @@ def vector_frame(spark, X, y=None, w=None, *, sparse: bool = False, parts: Optio
     if parts is not None:
         df = df.repartition(parts)
     return df.cache() if cache else df
+
+
+def fashion_mnist_frames(spark, folder, splits, seed: int = 0, row_group_size: int = 2500,
+                         float_labels: bool = False, cache: bool = False):
+    """``{name: DataFrame}`` of Fashion-MNIST's training images: ``splits`` maps a name to a ``slice`` of a
+    fixed permutation (``seed``); each frame has ``pixels`` (``array<float>``, 784 values in [0, 1]) and
+    ``label`` (int, or double when ``float_labels``), read from a Parquet file written under ``folder``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sparkml_scale.datasets import load_fashion_mnist
+
+    X, y = load_fashion_mnist(None, labels=True)
+    order = np.random.default_rng(seed).permutation(len(y))
+    X = (X / 255.0).astype(np.float32)
+    out = {}
+    for name, part in splits.items():
+        idx = order[part]
+        flat = pa.array(X[idx].ravel(), pa.float32())
+        pixels = pa.ListArray.from_arrays(pa.array(np.arange(0, len(idx) * 784 + 1, 784, dtype=np.int32)), flat)
+        labels = y[idx].astype(np.float64) if float_labels else y[idx]
+        path = os.path.join(str(folder), f"{name}.parquet")
+        pq.write_table(pa.table({"pixels": pixels, "label": pa.array(labels)}), path, row_group_size=row_group_size)
+        out[name] = spark.read.parquet(path).cache() if cache else spark.read.parquet(path)
+    return out
 
 
 def assert_close(ours, theirs, tol: float = 1e-6, what: str = "mllib") -> None:

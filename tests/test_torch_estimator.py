@@ -108,21 +108,10 @@ def test_null_features_give_null_predictions(spark, digits_models):
 @pytest.fixture(scope="module")
 def fmnist(spark, tmp_path_factory):
     """15,000 training and 2,000 holdout images of Fashion-MNIST, as an array<float> column."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from helpers import fashion_mnist_frames
 
-    from sparkml_scale.datasets import load_fashion_mnist
-
-    X, y = load_fashion_mnist(None, labels=True)
-    order = np.random.default_rng(0).permutation(len(y))
-    X = (X / 255.0).astype(np.float32)
-    out = {}
-    for name, idx in (("train", order[:15000]), ("test", order[50000:52000])):
-        flat = pa.array(X[idx].ravel(), pa.float32())
-        pixels = pa.ListArray.from_arrays(pa.array(np.arange(0, len(idx) * 784 + 1, 784, dtype=np.int32)), flat)
-        path = str(tmp_path_factory.mktemp("fmnist") / f"{name}.parquet")
-        pq.write_table(pa.table({"pixels": pixels, "label": pa.array(y[idx])}), path, row_group_size=2500)
-        out[name] = spark.read.parquet(path)
+    out = fashion_mnist_frames(spark, tmp_path_factory.mktemp("fmnist"),
+                               {"train": slice(0, 15000), "test": slice(50000, 52000)})
     return out["train"], out["test"]
 
 

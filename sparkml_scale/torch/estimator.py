@@ -112,6 +112,7 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, _EpochCallbackP
                  checkpointDir=None, resumeFromCheckpoint=False, frozenLayers=None, inferenceBatchSize=256,
                  seed=42, epochCallback=None) -> None:
         super().__init__()
+        self._initial_model: Optional["TorchModel"] = None
         self._set_passed(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     @keyword_only
@@ -197,13 +198,48 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, _EpochCallbackP
     def setSeed(self, value: int) -> "TorchEstimator":
         return self._set(seed=value)
 
+    def setInitialModel(self, model: Optional["TorchModel"]) -> "TorchEstimator":
+        """Warm start / fine-tuning: training begins at ``model``'s weights (a fitted
+        :class:`TorchModel`, e.g. one from :meth:`TorchModel.prune`; ``None`` clears it).  The weights
+        that its pruning steps set to zero stay zero during training (their masks are applied after
+        every optimizer step, on every process), and a model shrunk by structured pruning keeps its
+        smaller layers; the fitted model carries the same pruning steps.  Param ``model`` may be left
+        unset (the initial model's factory is used); when set it must be the same factory.  A quantized
+        model cannot be trained (fine-tune before quantizing: ``ValueError`` at ``fit``).  Not saved
+        with the estimator; kept by ``copy``."""
+        if model is not None and not isinstance(model, TorchModel):
+            raise TypeError(f"initialModel must be a fitted TorchModel, got {type(model).__name__}")
+        self._initial_model = model
+        return self
+
+    def getInitialModel(self) -> Optional["TorchModel"]:
+        return self._initial_model
+
     def setEpochCallback(self, value) -> "TorchEstimator":
         """Set param ``epochCallback`` (``None`` clears it); see the class docstring."""
         return self._set(epochCallback=value)
 
     # ---------------------------------------------------------------------------------------
+    def _check_initial_model(self) -> None:
+        from .compression import is_quantized
+        from .factory import reference_of
+
+        init = self._initial_model
+        if init is None:
+            return
+        if is_quantized(init._compression):
+            raise ValueError("initialModel is quantized and cannot be trained: fine-tune the float (pruned) model, "
+                             "then quantize the result")
+        if self.isDefined(self.model) and self.getModel() is not None:
+            mine, theirs = self.getModel(), init.getModel()
+            ref_a, ref_b = reference_of(mine), reference_of(theirs)
+            if not (mine is theirs or (ref_a is not None and ref_a == ref_b)):
+                raise ValueError("param 'model' differs from initialModel's factory: leave 'model' unset to train "
+                                 "the initial model's network, or set the same factory")
+
     def _validate(self, schema: T.StructType) -> None:
-        if not self.isDefined(self.model) or self.getModel() is None:
+        self._check_initial_model()
+        if self._initial_model is None and (not self.isDefined(self.model) or self.getModel() is None):
             raise ValueError("param 'model' is not set: pass a torch.nn.Module or a factory returning one")
         checks = [("batchSize", self.getBatchSize() >= 1, ">= 1"), ("epochs", self.getEpochs() >= 1, ">= 1"),
                   ("learningRate", self.getLearningRate() > 0, "> 0"), ("numProc", self.getNumProc() >= 1, ">= 1"),
@@ -261,9 +297,18 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, _EpochCallbackP
         return max(1, int(_conf(spark, "spark.task.cpus") or 1))
 
     def _spec(self, spark, num_proc: int, resume: Optional[bytes]) -> Dict[str, Any]:
+        init = self._initial_model
+        if init is not None:  # the module itself (weights, shrunk layers) and the masks of its zeros
+            from .compression import masks_of
+
+            module = init.module(spark).train()
+            model_spec: Any = module
+            masks = {k: v.cpu().numpy() for k, v in masks_of(module, init._compression).items()}
+        else:
+            model_spec, masks = self._resolved("model", spark), None
         return {
             # references resolved here, on the driver, and shipped as callables (see the module docstring)
-            "model": self._resolved("model", spark), "optimizer": self._resolved("optimizer", spark),
+            "model": model_spec, "masks": masks, "optimizer": self._resolved("optimizer", spark),
             "loss": self._resolved("loss", spark), "learningRate": self.getLearningRate(),
             "batchSize": self.getBatchSize(), "epochs": self.getEpochs(), "seed": self.getSeed(),
             "featuresCol": self.getFeaturesCol(), "labelCol": self.getLabelCol(),
@@ -345,7 +390,16 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, _EpochCallbackP
         model = TorchModel._create(result["state"], result["history"], int(result["num_outputs"]),
                                    backend, bool(result.get("stopped_early")), result.get("best_epoch"),
                                    bool(result.get("stopped_by_callback")))
-        return self._copyValues(model)
+        return self._with_initial(self._copyValues(model))
+
+    def _with_initial(self, model: "TorchModel") -> "TorchModel":
+        """The fitted model of a fit from ``initialModel``: its factory and pruning steps."""
+        init = self._initial_model
+        if init is not None:
+            model._set(model=init.getModel())
+            model._compression = [dict(s) for s in init._compression]
+            model._baseline = init
+        return model
 
     def _model_from_checkpoint(self, state: Dict[str, Any]) -> "TorchModel":
         import io
@@ -356,7 +410,13 @@ class TorchEstimator(ReadableRepr, RecordsLineage, _TorchParams, _EpochCallbackP
         buf = io.BytesIO()
         torch.save(weights, buf)
         model = TorchModel._create(buf.getvalue(), list(state.get("history", [])), -1, "checkpoint", False, None)
-        return self._copyValues(model)
+        return self._with_initial(self._copyValues(model))
+
+
+def _step_text(step: Dict[str, Any]) -> str:
+    if step["op"] == "prune":
+        return f"prune {step['method']} {step['amount']:g}" + (" shrink" if step.get("shrink") else "")
+    return f"quantize {step['method']} {step['dtype']}"
 
 
 class _EpochCallback:
@@ -427,6 +487,8 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
         self._stopped_early = False
         self._best_epoch: Optional[int] = None
         self._stopped_by_callback = False
+        self._compression: List[Dict[str, Any]] = []  # recipe steps (see sparkml_scale.torch.compression)
+        self._baseline: Optional["TorchModel"] = None  # the model this one was compressed from (in memory)
 
     @classmethod
     def _create(cls, state: bytes, history, num_outputs: int, backend: str, stopped_early: bool,
@@ -444,7 +506,7 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
     def copy(self, extra=None) -> "TorchModel":
         that = super().copy(extra)
         for a in ("_state", "_history", "_num_outputs", "_backend_used", "_stopped_early", "_best_epoch",
-                  "_stopped_by_callback"):
+                  "_stopped_by_callback", "_compression", "_baseline"):
             setattr(that, a, getattr(self, a))
         return that
 
@@ -455,7 +517,7 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
     def _extra_metadata(self) -> Dict[str, Any]:
         return {"history": self._history, "numOutputs": self._num_outputs, "backendUsed": self._backend_used,
                 "stoppedEarly": self._stopped_early, "bestEpoch": self._best_epoch,
-                "stoppedByCallback": self._stopped_by_callback}
+                "stoppedByCallback": self._stopped_by_callback, "compression": self._compression}
 
     @classmethod
     def _from_arrays(cls, arrays: Dict[str, np.ndarray], metadata: Dict[str, Any]) -> "TorchModel":
@@ -471,9 +533,17 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
         if not isinstance(sd, dict):
             raise ModelLoadError("saved TorchModel weights are not a state_dict")
-        return cls._create(state, metadata.get("history", []), int(metadata.get("numOutputs", -1)),
-                           metadata.get("backendUsed", ""), bool(metadata.get("stoppedEarly", False)),
-                           metadata.get("bestEpoch"), bool(metadata.get("stoppedByCallback", False)))
+        from .compression import check_recipe
+
+        try:
+            recipe = check_recipe(metadata.get("compression", []), "saved TorchModel metadata 'compression'")
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
+        m = cls._create(state, metadata.get("history", []), int(metadata.get("numOutputs", -1)),
+                        metadata.get("backendUsed", ""), bool(metadata.get("stoppedEarly", False)),
+                        metadata.get("bestEpoch"), bool(metadata.get("stoppedByCallback", False)))
+        m._compression = recipe
+        return m
 
     # accessors -----------------------------------------------------------------------------
     @property
@@ -501,21 +571,248 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
         return self._best_epoch
 
     def state_dict(self) -> Dict[str, Any]:
-        """The trained weights (CPU tensors)."""
+        """The trained weights (CPU tensors; quantized tensors for a quantized model)."""
         from .worker import load_checkpoint_bytes
 
         return load_checkpoint_bytes(self._state)
 
-    def module(self):
-        """A fresh ``nn.Module`` (from param ``model``) holding the trained weights, in eval mode.
+    def module(self, spark=None):
+        """A fresh ``nn.Module`` (from param ``model``, with :attr:`compression`'s structural steps
+        replayed) holding the trained weights, in eval mode.
 
         Raises :class:`~sparkml_scale.core.persistence.ModelLoadError` when param ``model`` is a
-        reference that is not trusted (see :meth:`load`), before importing or calling it."""
+        reference that is not trusted (see :meth:`load`), before importing or calling it, and
+        ``ImportError`` naming the pip extra for a shrunk model without ``torch-pruning``."""
+        from .compression import _quiet_known, apply_structure
         from .factory import build_module
 
-        m = build_module(self._resolved("model"))
-        m.load_state_dict(self.state_dict())
+        m = apply_structure(build_module(self._resolved("model", spark)), self._compression)
+        with _quiet_known():  # torch 2.13 warns when a quantized weight is rebuilt
+            m.load_state_dict(self.state_dict())
         return m.eval()
+
+    # compression ---------------------------------------------------------------------------
+    @property
+    def compression(self) -> List[Dict[str, Any]]:
+        """The compression steps applied to this model, oldest first (JSON objects, see
+        :mod:`sparkml_scale.torch.compression`); empty for a model as trained.  Saved."""
+        import copy as _copy
+
+        return _copy.deepcopy(self._compression)
+
+    @property
+    def sparsity(self) -> Dict[str, Any]:
+        """``{"overall": float, "layers": {layer name: float}}``: the share (0..1) of zero entries in the
+        weight matrices/kernels of the Linear and Conv layers (a quantized entry is zero when it
+        equals its zero point), overall and per layer."""
+        from .compression import sparsity_of
+
+        return sparsity_of(self.module())
+
+    def _derive(self, module, step: Dict[str, Any]) -> "TorchModel":
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(module.state_dict(), buf)
+        that = self.copy()
+        that._state = buf.getvalue()
+        that._compression = self._compression + [step]
+        that._baseline = self
+        return that
+
+    def prune(self, amount: float, method: str = "l1_unstructured", layers: Optional[List[str]] = None,
+              n: float = 2, dim: int = 0, shrink: bool = False) -> "TorchModel":
+        """A new TorchModel with pruned weights (this one is unchanged); the pruning is permanent
+        (``torch.nn.utils.prune`` then ``prune.remove``).
+
+        - ``method="l1_unstructured"``: the ``amount`` share (0 < amount < 1) of each layer's weight
+          entries with the smallest absolute value are set to zero;
+        - ``method="ln_structured"``: the ``amount`` share of each layer's slices along ``dim`` (0:
+          output units/channels, 1: inputs) with the smallest L-``n`` norm are set to zero;
+          ``shrink=True`` (``dim=0``) removes them instead, and the inputs of the layers that read
+          them, through Torch-Pruning's dependency graph (pip extra ``[compression]``): the model
+          gets smaller and its forward pass faster on CPU, not only sparser.
+
+        ``layers``: names (or name prefixes) of Linear/Conv layers; default every one (for
+        ``ln_structured``: every one but the last, whose units are the model's outputs).  Biases are
+        not pruned.  Fine-tune with ``TorchEstimator(...).setInitialModel(pruned)``: the pruned
+        weights stay zero.  See :attr:`sparsity` and :meth:`compressionReport`.  Source: Han et al.,
+        "Learning both Weights and Connections for Efficient Neural Networks" (NeurIPS 2015) for
+        magnitude pruning; Li et al., "Pruning Filters for Efficient ConvNets" (ICLR 2017) for norm-based
+        channel pruning.
+
+        Raises ``ValueError``/``TypeError`` naming the param (``amount``, ``method``, ``layers``, ``n``,
+        ``dim``, ``shrink``, ``inputShape`` when tracing needs it) and ``ValueError`` for a quantized
+        model (prune before quantizing)."""
+        from .compression import is_quantized, prune_module
+
+        if is_quantized(self._compression):
+            raise ValueError("this model is quantized: prune (and fine-tune) the float model, then quantize")
+        module = self.module()
+        step = prune_module(module, amount, method, layers, n, dim, shrink, self.getInputShape())
+        return self._derive(module, step)
+
+    def quantize(self, method: str = "dynamic", dtype: str = "qint8", calibrationData: Optional[DataFrame] = None,
+                 calibrationRows: Optional[int] = None) -> "TorchModel":
+        """A new TorchModel with int8 (or float16) weights for CPU inference (this one is unchanged).
+
+        - ``method="dynamic"``: post-training dynamic quantization of the ``nn.Linear``, ``nn.LSTM`` and
+          ``nn.GRU`` layers (weights stored as ``dtype`` ``"qint8"`` or ``"float16"``; int8 activations
+          quantized per batch at run time); needs no data;
+        - ``method="static"``: post-training static int8 quantization of weights (per channel) and
+          activations (per tensor) of a ``torch.fx``-traceable model, e.g. a conv net, calibrated on
+          ``calibrationData``: a DataFrame with the features column (``featuresCol``), its rows run
+          through the observed model on the executors in one ``mapInArrow`` pass (at most
+          ``calibrationRows`` rows when set: a few hundred to a few thousand suffice); the activation
+          ranges (min/max per tensor) are combined on the driver.
+
+        Quantized models run on CPU (``transform`` keeps them there with a GPU present), transform,
+        save and load like any TorchModel.  Source: Jacob et al., "Quantization and Training of Neural
+        Networks for Efficient Integer-Arithmetic-Only Inference" (CVPR 2018); torch's
+        ``torch.ao.quantization`` (see :mod:`sparkml_scale.torch.compression` on that choice).
+
+        Raises ``ValueError``/``TypeError`` naming the param (``method``, ``dtype``,
+        ``calibrationData``, ``calibrationRows``, the features column, ``inputShape``), and
+        ``ValueError`` for an already quantized model, a model with no quantizable layer, or one
+        torch.fx cannot trace (static)."""
+        import torch.nn as nn
+
+        from .compression import BACKEND, QUANT_DTYPES, QUANT_METHODS, example_input, is_quantized
+
+        if method not in QUANT_METHODS:
+            raise ValueError(f"param 'method' must be one of {', '.join(QUANT_METHODS)}, got {method!r}")
+        if dtype not in QUANT_DTYPES[method]:
+            raise ValueError(f"param 'dtype' must be one of {', '.join(QUANT_DTYPES[method])} for method={method!r}, "
+                             f"got {dtype!r}")
+        if is_quantized(self._compression):
+            raise ValueError("this model is already quantized")
+        module = self.module()
+        step: Dict[str, Any] = {"op": "quantize", "method": method, "dtype": dtype, "backend": BACKEND.name}
+        if method == "dynamic":
+            if calibrationData is not None:
+                raise ValueError("param 'calibrationData' is for method='static' (dynamic quantization needs no data)")
+            if not any(isinstance(m, (nn.Linear, nn.LSTM, nn.GRU)) for m in module.modules()):
+                raise ValueError("method='dynamic' quantizes Linear/LSTM/GRU layers and this model has none; "
+                                 "use method='static' for a conv net")
+            return self._derive(BACKEND.quantize_dynamic(module, dtype), step)
+        if not isinstance(calibrationData, DataFrame):
+            raise TypeError(f"param 'calibrationData' must be a DataFrame with column {self.getFeaturesCol()!r} for "
+                            f"method='static', got {type(calibrationData).__name__}")
+        if calibrationRows is not None and (isinstance(calibrationRows, bool) or not isinstance(calibrationRows, int)
+                                            or calibrationRows < 1):
+            raise ValueError(f"param 'calibrationRows' must be a positive int or None, got {calibrationRows!r}")
+        self._check_features(calibrationData.schema)
+        example = example_input(module, self.getInputShape())
+        prepared = BACKEND.prepare_static(module, example)
+        state = self._calibrate(module, example, calibrationData, calibrationRows)
+        import torch
+
+        step.update(engine=torch.backends.quantized.engine, inputShape=[int(s) for s in example.shape[1:]])
+        return self._derive(BACKEND.convert_static(prepared, state), step)
+
+    def compressionReport(self, dataset: DataFrame, baseline: Optional["TorchModel"] = None,
+                          labelCol: Optional[str] = None, repeats: int = 3):
+        """This model vs ``baseline`` (default: the model it was compressed from, when that happened in
+        this process; a loaded model has none) on ``dataset``, as a pandas DataFrame with one row per
+        model (baseline first) and the columns:
+
+        - ``model``: ``"baseline"`` or the compression steps (e.g. ``"prune l1_unstructured 0.5 ->
+          quantize dynamic qint8"``; ``"as trained"`` for none);
+        - ``sizeBytes`` (int): bytes of the serialized weights, what ``save`` writes besides its small
+          JSON metadata; ``parameters`` / ``nonZeroParameters`` (int): weight entries, all and non-zero
+          (see :func:`sparkml_scale.torch.compression.weight_counts`);
+        - ``accuracy`` (share of ``prediction == label``; models with softmax/sigmoid outputs) or
+          ``rmse`` (one regression output) on ``dataset``'s rows with a label (``labelCol``, default
+          this model's ``labelCol``; NaN when ``dataset`` has no such column);
+        - ``rowsPerSecond`` (float): rows through ``transform`` per second of wall time, the best of
+          ``repeats`` runs of ``transform(dataset).write.format("noop")`` (the first run also builds the
+          module on the workers);
+        - ``sizeRatio`` / ``speedup``: the baseline's size over this row's, this row's throughput over
+          the baseline's.
+
+        ``dataset`` is cached for the measurement (and unpersisted after) unless it already is.  Raises
+        ``ValueError``/``TypeError`` naming the column or param for a bad ``dataset``, ``labelCol`` or
+        ``repeats``."""
+        import time
+
+        import pandas as pd
+        from pyspark.sql import functions as F
+
+        from .compression import weight_counts
+
+        if not isinstance(dataset, DataFrame):
+            raise TypeError(f"param 'dataset' must be a DataFrame, got {type(dataset).__name__}")
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"param 'repeats' must be a positive int, got {repeats!r}")
+        if baseline is not None and not isinstance(baseline, TorchModel):
+            raise TypeError(f"param 'baseline' must be a TorchModel, got {type(baseline).__name__}")
+        if baseline is None:
+            baseline = self._baseline
+            while baseline is not None and baseline._baseline is not None and baseline._compression:
+                baseline = baseline._baseline  # the model as trained, before every step
+        label = labelCol or self.getLabelCol()
+        has_label = label in dataset.columns
+        if labelCol is not None and not has_label:
+            check_column(dataset.schema, labelCol, "labelCol")
+        cached = dataset.is_cached
+        if not cached:
+            dataset = dataset.cache()
+        rows = []
+        try:
+            n = dataset.count()
+            for name, m in ([("baseline", baseline)] if baseline is not None else []) + [(None, self)]:
+                m = m.copy()
+                for p in ("predictionCol", "probabilityCol"):  # output names that cannot clash
+                    m._set(**{p: f"_compression_report_{p}"})
+                out = m.transform(dataset)
+                best = float("inf")
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    out.write.format("noop").mode("overwrite").save()
+                    best = min(best, time.perf_counter() - t0)
+                total, nonzero = weight_counts(m.state_dict())
+                steps = " -> ".join(_step_text(s) for s in m._compression) or "as trained"
+                row = {"model": name or steps, "sizeBytes": len(m._state), "parameters": total,
+                       "nonZeroParameters": nonzero, "rowsPerSecond": n / best if best > 0 else float("nan")}
+                pred, kind = F.col("_compression_report_predictionCol"), m._output_kind()
+                if kind in ("softmax", "sigmoid"):
+                    metric = "accuracy"
+                    value = (out.where(F.col(label).isNotNull()).agg(F.avg((pred == F.col(label)).cast("double")))
+                             .first()[0] if has_label else None)
+                else:
+                    metric = "rmse"
+                    value = (out.where(F.col(label).isNotNull()).agg(F.sqrt(F.avg((pred - F.col(label)) ** 2)))
+                             .first()[0] if has_label and m._num_out() == 1 else None)
+                row[metric] = float("nan") if value is None else float(value)
+                rows.append(row)
+        finally:
+            if not cached:
+                dataset.unpersist()
+        frame = pd.DataFrame(rows)
+        frame["sizeRatio"] = frame["sizeBytes"].iloc[0] / frame["sizeBytes"]
+        frame["speedup"] = frame["rowsPerSecond"] / frame["rowsPerSecond"].iloc[0]
+        return frame
+
+    def _calibrate(self, module, example, df: DataFrame, rows: Optional[int]) -> Dict[str, Any]:
+        """Run ``df``'s features through ``module`` prepared for static quantization on the executors
+        (one ``mapInArrow`` pass; each task prepares its own copy, the same observers as the driver's);
+        the per-partition observer minima/maxima come back as ``torch.save`` bytes, combined here."""
+        from .compression import combine_observer_states
+        from .inference import _calibrate_fn
+        from .worker import load_checkpoint_bytes
+
+        if rows is not None:
+            df = df.limit(rows)
+        feats = df.select(col(self.getFeaturesCol()).alias("_c0"))
+        threads = max(1, int(_conf(df.sparkSession, "spark.task.cpus") or 1))
+        fn = _calibrate_fn(module, tuple(example.shape[1:]), self.getFeaturesCol(), self.getInputShape(), self.getInferenceBatchSize(), threads)
+        parts = feats.mapInArrow(fn, "stats binary, rows long").collect()
+        if not sum(int(r["rows"]) for r in parts):
+            raise ValueError(f"param 'calibrationData': no non-null rows in column {self.getFeaturesCol()!r} to "
+                             "calibrate on")
+        return combine_observer_states(load_checkpoint_bytes(bytes(r["stats"])) for r in parts if r["rows"])
 
     def setFeaturesCol(self, value: str) -> "TorchModel":
         return self._set(featuresCol=value)
@@ -535,11 +832,9 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
     # transform -----------------------------------------------------------------------------
     def _num_out(self) -> int:
         if self._num_outputs < 0:
-            from .factory import build_module
             import torch
 
-            m = build_module(self._resolved("model"))
-            m.load_state_dict(self.state_dict())
+            m = self.module()
             shape = self.getInputShape()
             x = torch.zeros((1,) + tuple(shape)) if shape else None
             if x is None:
@@ -573,20 +868,39 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
             check_new_column(schema, f.name, p)
         return T.StructType(list(schema.fields) + new)
 
+    def _executor_model(self, spark=None):
+        """What the executors build their module from: the factory (callable); for a model whose recipe
+        changes its structure, the driver-built float module with the removed units gone, and for a
+        quantized one a factory that quantizes a copy of it (quantized FX modules cannot be pickled)."""
+        import functools
+
+        from .compression import apply_structure, build_from
+        from .factory import build_module
+
+        model = self._resolved("model", spark)
+        shrink = [s for s in self._compression if s.get("shrink")]
+        quant = [s for s in self._compression if s["op"] == "quantize"]
+        if shrink or quant:
+            model = apply_structure(build_module(model), shrink)
+        return functools.partial(build_from, model, quant) if quant else model
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        from .compression import is_quantized
+
         out_schema = self.transformSchema(dataset.schema)
         col_index = dataset.schema.names.index(self.getFeaturesCol())
         # one torch thread per task core: the tasks of an executor share its cores
         threads = max(1, int(_conf(dataset.sparkSession, "spark.task.cpus") or 1))
-        # the driver resolves (and vets) the reference; the executors get the callable
-        model = self._resolved("model", dataset.sparkSession)
+        # the driver resolves (and vets) the reference; the executors get the callable (a compressed
+        # model: the module skeleton with the recipe's structure, built here)
+        model = self._executor_model(dataset.sparkSession)
+        use_gpu = "false" if is_quantized(self._compression) else self.getUseGpu().lower()
         # Spark's mapInArrow rejects column names with dots or backticks: positional names in the
         # stage, the real ones restored after it.
         safe = [f"_c{i}" for i in range(len(out_schema.fields))]
         n_in = len(dataset.columns)
         fn = _predict_fn(model, self._state, self._output_kind(), self.getFeaturesCol(), col_index,
-                         self.getInputShape(), self.getInferenceBatchSize(), self.getUseGpu().lower(),
-                         safe[n_in:], threads)
+                         self.getInputShape(), self.getInferenceBatchSize(), use_gpu, safe[n_in:], threads)
         safe_schema = T.StructType([T.StructField(n, f.dataType, f.nullable, f.metadata)
                                     for n, f in zip(safe, out_schema.fields)])
         out = dataset.toDF(*safe[:n_in]).mapInArrow(fn, safe_schema)
@@ -594,18 +908,22 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
 
     def _repr_fields(self):
         """``repr``: the module (its factory reference), the number of weights, the epochs trained and
-        the last epoch's training/validation metrics; the table adds the loss, backend, early
-        stopping and set params.  ``numParameters`` counts the floating-point entries of the
-        state_dict (parameters and float buffers such as BatchNorm statistics)."""
+        the last epoch's training/validation metrics, the compression steps; the table adds the loss,
+        backend, early stopping and set params.  ``numParameters`` counts the weight entries of the
+        state_dict (float or quantized tensors of one dimension or more: parameters and float buffers
+        such as BatchNorm statistics; see :func:`~sparkml_scale.torch.compression.weight_counts`)."""
+        from .compression import weight_counts
+
         def num_parameters():
             if getattr(self, "_repr_numel", (None,))[0] is not self._state:  # cached per weights
-                numel = sum(int(t.numel()) for t in self.state_dict().values() if t.is_floating_point())
+                numel = weight_counts(self.state_dict())[0]
                 self._repr_numel = (self._state, numel)
             return self._repr_numel[1]
 
         last = self._history[-1] if self._history else {}
         return [
             ("module", self._repr_param("model")), ("numParameters", lazy(num_parameters) if self._state else None),
+            ("compression", " -> ".join(_step_text(s) for s in self._compression) or None),
             ("epochsTrained", int(last["epoch"]) + 1 if "epoch" in last else None),
             ("trainLoss", last.get("loss")), ("valLoss", last.get("val_loss")),
             ("valAccuracy", last.get("val_accuracy")), ("loss", detail(self._repr_param("loss"))),

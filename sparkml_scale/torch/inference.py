@@ -50,8 +50,11 @@ def _cached_module(model_spec, state: bytes, key: str, use_gpu: str):
     if k not in _MODULES:
         if len(_MODULES) >= 4:
             _MODULES.pop(next(iter(_MODULES)))
+        from .compression import _quiet_known
+
         m = build_module(model_spec)
-        m.load_state_dict(load_checkpoint_bytes(state))
+        with _quiet_known():  # torch 2.13 warns when a quantized weight is rebuilt
+            m.load_state_dict(load_checkpoint_bytes(state))
         _MODULES[k] = (m.to(device).eval(), device)
     return _MODULES[k]
 
@@ -89,6 +92,40 @@ def _predict_fn(model_spec, state: bytes, kind: str, col: str, col_index: int, i
             yield pa.RecordBatch.from_arrays(list(b.columns) + new, names=list(b.schema.names) + new_names)
 
     return predict
+
+
+def _calibrate_fn(module, example_shape, col: str, input_shape, batch: int, threads: int):
+    """``calibrate(batches)`` for ``mapInArrow``: runs the features (column 0, named ``col`` in errors;
+    null rows skipped) through the float ``module`` prepared for static quantization (with an example
+    input of ``example_shape``) ``batch`` rows at a time and
+    yields one row: ``stats`` (``torch.save`` bytes of its observers' min/max, see
+    :meth:`sparkml_scale.torch.compression.QuantizationBackend.observer_state`) and ``rows``."""
+
+    def calibrate(batches):
+        import io
+
+        import torch
+
+        from .compression import BACKEND
+        from .data import features_to_float32
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        prepared = BACKEND.prepare_static(module, torch.zeros((1,) + tuple(example_shape)))
+        rows = 0
+        for b in batches:
+            feats = b.column(0)
+            X = features_to_float32(feats.filter(feats.is_valid()) if feats.null_count else feats, col, input_shape)
+            with torch.no_grad():
+                for s in range(0, len(X), batch):
+                    prepared(torch.from_numpy(np.ascontiguousarray(X[s:s + batch])))
+            rows += len(X)
+        buf = io.BytesIO()
+        torch.save(BACKEND.observer_state(prepared) if rows else {}, buf)
+        yield pa.RecordBatch.from_arrays([pa.array([buf.getvalue()], pa.binary()), pa.array([rows], pa.int64())],
+                                         names=["stats", "rows"])
+
+    return calibrate
 
 
 def _outputs(out: np.ndarray, kind: str) -> List[pa.Array]:

@@ -96,6 +96,7 @@ def train_epochs(
     start_epoch: int = 0,
     allreduce_sum: Optional[Callable[[np.ndarray], np.ndarray]] = None,
     on_epoch_end: Optional[Callable[[int, Dict[str, float]], bool]] = None,
+    after_step: Optional[Callable[[], None]] = None,
 ) -> List[Dict[str, float]]:
     """Train ``model`` for epochs ``start_epoch .. epochs - 1``; returns one metrics dict per epoch.
 
@@ -113,6 +114,7 @@ def train_epochs(
         rank calls it once per epoch.
     on_epoch_end : called with ``(epoch, metrics)`` on every rank; returning True stops training
         (e.g. early stopping; must return the same on every rank).
+    after_step : called after every optimizer step (e.g. to keep pruned weights at zero).
 
     Metrics per epoch: ``epoch``, ``loss`` (mean training loss per sample), ``samples``
     (over all ranks), ``samples_per_s``, ``seconds``, and with validation ``val_loss`` and
@@ -152,6 +154,8 @@ def train_epochs(
             else:
                 batch_loss.backward()
                 optimizer.step()
+            if after_step is not None:
+                after_step()
             loss_sum += float(batch_loss.detach()) * len(xb)
             n += len(xb)
         if cuda:

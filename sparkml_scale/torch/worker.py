@@ -42,10 +42,16 @@ def _log(rank: int, msg: str) -> None:
 
 
 def load_checkpoint_bytes(data: bytes) -> Dict[str, Any]:
-    """A checkpoint (or saved weights) from ``torch.save`` bytes, loaded with ``weights_only=True``."""
+    """A checkpoint (or saved weights) from ``torch.save`` bytes, loaded with ``weights_only=True``.
+    (torch 2.13 rebuilds quantized tensors through TypedStorage and warns about that deprecation on
+    every load; that one warning is silenced here.)"""
+    import warnings
+
     import torch
 
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def _check_labels(y: np.ndarray, loss, num_outputs: int, label_col: str) -> Optional[str]:
@@ -68,7 +74,8 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
     featuresCol, labelCol, validationCol, validationFraction, inputShape, earlyStoppingPatience,
     checkpointDir, resume (checkpoint bytes or None), frozenLayers, useGpu, threads; optional:
     progress (the driver's channel address), epochCallback (bool: ask the driver after each epoch
-    whether to stop, see the module docstring).
+    whether to stop, see the module docstring), masks (``{parameter name: bool array}``: those
+    entries stay zero, see :func:`_mask_keeper`).
     ``model``, ``optimizer`` and ``loss`` are callables or names: ``TorchEstimator`` resolves
     references on the driver, where it vets them; a reference left in the spec is resolved here
     only if :meth:`sparkml_scale.torch.factory.Trust.default` trusts it.
@@ -260,7 +267,7 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
             lambda epoch: shard.epoch_batches(epoch, steps, local_batch, seed, rank),
             int(spec["epochs"]), val_batches=val, device=device, amp=bool(spec.get("amp")),
             start_epoch=start_epoch, allreduce_sum=allreduce_sum if world > 1 else None,
-            on_epoch_end=on_epoch_end,
+            on_epoch_end=on_epoch_end, after_step=_mask_keeper(model, spec.get("masks"), device),
         )
         if rank != 0:
             return None
@@ -278,6 +285,31 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
         finally:
             if shard is not None:
                 shard.close()
+
+
+def _mask_keeper(model, masks: Optional[Dict[str, np.ndarray]], device) -> Optional[Callable[[], None]]:
+    """``after_step()`` that multiplies each masked parameter by its mask (pruned weights stay zero
+    through fine-tuning: their gradients may move them, every step puts them back), after applying
+    the masks once; ``None`` without masks.  ``ValueError`` when a mask names no parameter of the
+    model or has another shape."""
+    if not masks:
+        return None
+    import torch
+
+    params = dict(model.named_parameters())
+    kept = []
+    for name, mask in masks.items():
+        if name not in params or tuple(params[name].shape) != tuple(np.shape(mask)):
+            raise ValueError(f"initialModel's pruning mask for {name!r} does not fit the model built by param 'model'")
+        kept.append((params[name], torch.from_numpy(np.asarray(mask, dtype=bool)).to(device)))
+
+    def keep() -> None:
+        with torch.no_grad():
+            for p, m in kept:
+                p.mul_(m)
+
+    keep()
+    return keep
 
 
 def probe_checkpoint_dir(directory: Optional[str], who: str, fault_point: Optional[str] = None) -> Optional[str]:
