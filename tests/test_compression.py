@@ -334,3 +334,7 @@ def test_compression_under_spark_connect(spark, digits, base):
     assert _accuracy(s, test) >= _accuracy(base, test) - 0.02
     rep = q.compressionReport(test, repeats=1)
     assert len(rep) == 2 and rep["sizeRatio"].iloc[1] > 3
+    pruned = base.prune(0.5)
+    tuned = TorchEstimator(numProc=1, epochs=1, batchSize=64).setInitialModel(pruned).fit(train)
+    zero = pruned.state_dict()["2.weight"] == 0
+    assert bool((tuned.state_dict()["2.weight"][zero] == 0).all())
