@@ -89,6 +89,14 @@ def test_quantization_backend_api_exists_and_warns_nothing_new():
     assert not unknown, f"torch {torch.__version__} warns anew about the quantization API in use: {unknown}"
     # torch 2.13's known text is still what it prints (when it changes, re-read it: it may name a date)
     assert any(re.search(C.KNOWN_DEPRECATION, t) for t in texts), texts
+    # and our calls print none of them
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        C.BACKEND.quantize_dynamic(mlp(8, [4], 2), "qint8")(torch.randn(3, 8))
+        prepared = C.BACKEND.prepare_static(small_cnn(2, 1, 2, 8), torch.zeros(1, 1, 8, 8))
+        prepared(torch.randn(4, 1, 8, 8))
+        C.BACKEND.convert_static(prepared)
+    assert not [str(w.message) for w in ours if re.search(r"deprecat|remov", str(w.message), re.I)]
 
 
 # ---------------------------------------------------------------------------------- quantization

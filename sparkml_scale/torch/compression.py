@@ -279,8 +279,8 @@ def _quiet_known():
     """Silence the known ``torch.ao.quantization`` deprecation text and its uncalibrated-observer notice
     (a rebuilt skeleton gets its qparams from the saved weights), nothing else."""
     with warnings.catch_warnings():
-        for text in KNOWN_WARNINGS:
-            warnings.filterwarnings("ignore", message=text)
+        for text in KNOWN_WARNINGS:  # filterwarnings matches at the message's start: anywhere instead
+            warnings.filterwarnings("ignore", message=".*" + text)
         warnings.filterwarnings("ignore", message=r"must run observer before calling calculate_qparams")
         yield
 
