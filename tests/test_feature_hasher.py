@@ -352,3 +352,24 @@ def test_columnar_udf_input_setting_is_turned_off(spark, tmp_path):
     assert len(rows) == 500 and all(r[0].size == 2 for r in rows)
     assert spark.conf.get(COLUMNAR_UDF_INPUT) == "false"
     out.unpersist()
+
+
+def test_hashing_a_cached_dataframe_then_training(spark):
+    """Spark 4.3.0 fed a cached table's columnar batches to the hasher's Arrow UDF even with the
+    setting above off, and every action failed ("Unsupported data type UDT"); the stages now turn
+    off the cache's vectorized reader too."""
+    from sparkml_scale.classification import LogisticRegression
+    from sparkml_scale.core.session import CACHE_VECTORIZED_READER
+
+    spark.conf.set(CACHE_VECTORIZED_READER, "true")
+    rng = np.random.default_rng(3)
+    x = rng.random((300, 3))
+    src = spark.createDataFrame([(float(a), float(b), float(c), float(a > 0.5)) for a, b, c in x],
+                                ["a", "b", "c", "label"]).cache()
+    out = FeatureHasher(inputCols=["a", "b", "c"], outputCol="features", numFeatures=16).transform(src)
+    out.write.format("noop").mode("overwrite").save()
+    assert out.filter("features IS NOT NULL").count() == 300
+    model = LogisticRegression(maxIter=20).fit(out)
+    assert model.summary.accuracy > 0.8
+    assert spark.conf.get(CACHE_VECTORIZED_READER) == "false"
+    src.unpersist()

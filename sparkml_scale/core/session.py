@@ -13,6 +13,7 @@ __all__ = [
     "ensure_vector_udf_support",
     "vector_arrow_udf",
     "COLUMNAR_UDF_INPUT",
+    "CACHE_VECTORIZED_READER",
     "log_config_java_options",
 ]
 
@@ -20,6 +21,11 @@ __all__ = [
 #: tables) straight into Arrow UDFs; that path fails on any ``VectorUDT`` column
 #: ("[UNSUPPORTED_DATATYPE] Unsupported data type UDT" in ``RowToColumnConverter``).
 COLUMNAR_UDF_INPUT = "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"
+#: With the setting above off, Spark 4.3.0 still sends a cached table's columnar batches
+#: (``InMemoryTableScan`` with its vectorized reader) through the same failing converter when
+#: an Arrow UDF returning a vector reads a cached DataFrame directly: ``df.cache()`` then
+#: ``FeatureHasher.transform(df)`` failed on every action.  Off, the cache is read row by row.
+CACHE_VECTORIZED_READER = "spark.sql.inMemoryColumnarStorage.enableVectorizedReader"
 
 
 def local_defaults(cores: Optional[int] = None) -> Dict[str, str]:
@@ -159,20 +165,22 @@ def get_session(
 
 
 def ensure_vector_udf_support(spark) -> None:
-    """Turn off Spark 4.3's columnar input to Arrow UDFs in this session if it is on.
+    """Turn off Spark 4.3's columnar input to Arrow UDFs in this session if it is on, and the
+    vectorized reader of cached tables (:data:`CACHE_VECTORIZED_READER`).
 
     Every stage that runs an Arrow UDF over or into a ``VectorUDT`` column calls
-    this before building its plan: with the setting on, Spark 4.3 fails such a
+    this before building its plan: with either setting on, Spark 4.3 fails such a
     query at run time whenever the UDF's input is columnar (a Parquet scan, a
     cached DataFrame).  The row-based path it falls back to is the one all
-    earlier Spark versions use.  Runtime SQL setting, so it also works through
-    Spark Connect; a no-op on versions without the setting.
+    earlier Spark versions use.  Runtime SQL settings, so it also works through
+    Spark Connect; a no-op on versions without them.
     """
-    try:
-        if str(spark.conf.get(COLUMNAR_UDF_INPUT)).lower() == "true":
-            spark.conf.set(COLUMNAR_UDF_INPUT, "false")
-    except Exception:  # the setting does not exist in this Spark version
-        pass
+    for key in (COLUMNAR_UDF_INPUT, CACHE_VECTORIZED_READER):
+        try:
+            if str(spark.conf.get(key)).lower() == "true":
+                spark.conf.set(key, "false")
+        except Exception:  # the setting does not exist in this Spark version
+            pass
 
 
 def vector_arrow_udf(spark, fn, return_type):
