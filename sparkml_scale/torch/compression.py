@@ -76,6 +76,8 @@ def prunable_layers(module, layers: Optional[Sequence[str]] = None, param: str =
     """``(name, layer)`` of the ``nn.Linear`` / ``nn.ConvNd`` layers of ``module`` in definition order:
     all of them (without the last when ``skip_last``), or those named in ``layers`` or lying under
     a named prefix.  ``ValueError`` naming ``param`` for a name that matches no such layer."""
+    from .factory import _under
+
     found = [(n, m) for n, m in module.named_modules() if isinstance(m, _layer_types())]
     if not found:
         raise ValueError(f"param {param!r}: the model has no Linear or Conv layer to compress")
@@ -85,7 +87,7 @@ def prunable_layers(module, layers: Optional[Sequence[str]] = None, param: str =
         raise TypeError(f"param {param!r} must be a list of layer names, got {layers!r:.200}")
     out = []
     for pre in layers:
-        hits = [(n, m) for n, m in found if n == pre or n.startswith(pre + ".")]
+        hits = [(n, m) for n, m in found if _under(n, pre)]
         if not hits:
             raise ValueError(f"param {param!r}: {pre!r} names no Linear or Conv layer of the model "
                              f"(layers: {[n for n, _ in found][:12]})")

@@ -66,16 +66,12 @@ def _predict_fn(model_spec, state: bytes, kind: str, col: str, col_index: int, i
     def predict(batches):
         import torch
 
-        from .data import features_to_float32
-
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         module, device = _cached_module(model_spec, state, key, use_gpu)
         for b in batches:
             maybe_fail("transform.batch")
-            feats = b.column(col_index)
-            valid = feats.is_valid().to_numpy(zero_copy_only=False) if feats.null_count else None
-            X = features_to_float32(feats.filter(feats.is_valid()) if valid is not None else feats, col, input_shape)
+            valid, X = _valid_features(b.column(col_index), col, input_shape)
             outs = []
             with torch.no_grad():
                 for s in range(0, len(X), batch):
@@ -94,6 +90,18 @@ def _predict_fn(model_spec, state: bytes, kind: str, col: str, col_index: int, i
     return predict
 
 
+def _valid_features(feats, col: str, input_shape):
+    """``(valid, X)``: the non-null rows of a features column as one float32 array ``(n, *input_shape)``
+    (see :func:`sparkml_scale.torch.data.features_to_float32`) and the row validity mask (``None``
+    when no row is null)."""
+    from .data import features_to_float32
+
+    if not feats.null_count:
+        return None, features_to_float32(feats, col, input_shape)
+    return (feats.is_valid().to_numpy(zero_copy_only=False),
+            features_to_float32(feats.filter(feats.is_valid()), col, input_shape))
+
+
 def _calibrate_fn(module, example_shape, col: str, input_shape, batch: int, threads: int):
     """``calibrate(batches)`` for ``mapInArrow``: runs the features (column 0, named ``col`` in errors;
     null rows skipped) through the float ``module`` prepared for static quantization (with an example
@@ -107,15 +115,13 @@ def _calibrate_fn(module, example_shape, col: str, input_shape, batch: int, thre
         import torch
 
         from .compression import BACKEND
-        from .data import features_to_float32
 
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         prepared = BACKEND.prepare_static(module, torch.zeros((1,) + tuple(example_shape)))
         rows = 0
         for b in batches:
-            feats = b.column(0)
-            X = features_to_float32(feats.filter(feats.is_valid()) if feats.null_count else feats, col, input_shape)
+            X = _valid_features(b.column(0), col, input_shape)[1]
             with torch.no_grad():
                 for s in range(0, len(X), batch):
                     prepared(torch.from_numpy(np.ascontiguousarray(X[s:s + batch])))
