@@ -624,7 +624,7 @@ def print_summary(results: dict, args) -> None:
             print(f"{name:<44} {r['rows']:>11,} {'':>7} {'':>8} {r['wall_s']:>8.1f} {'':>10} "
                   f"{max(r['peak_rss_mb'], r['peak_rss_sampled_mb']):>8.0f}  {r['status']}")
     j = s["jobs_target"]
-    print(f"\nSpark jobs per fit/evaluate by features: "
+    print("\nSpark jobs per fit/evaluate by features: "
           + ", ".join(f"{k.split('_')[1]}: {v['fit']}/{v['evaluate']}" for k, v in s["jobs"].items())
           + f" -> target <= {JOBS_TARGET} whatever the features: {'MET' if j['met'] else 'NOT MET'}")
     if "ratios" in s:
