@@ -269,6 +269,13 @@ def test_vector_columns_and_performance(spark):
     assert m2.performanceMetricUsed == "accuracy" and m2.kinds["prediction"] == "categorical"
     pdf = clf.toPandas()
     assert m2.referencePerformance == pytest.approx(float((pdf.label == pdf.prediction).mean()), abs=1e-12)
+    # a float label with nulls and NaN (e.g. "arr_delay > 15" where arr_delay is missing): those rows are skipped
+    holes = clf.withColumn("label", F.expr("CASE WHEN a < 0.1 THEN NULL WHEN a > 0.95 THEN double('NaN') "
+                                           "ELSE label END"))
+    r2 = m2.evaluate(holes).performance.iloc[0]
+    kept = pdf[(pdf.a >= 0.1) & (pdf.a <= 0.95)]
+    assert r2["count"] == len(kept)
+    assert r2["current"] == pytest.approx(float((kept.label == kept.prediction).mean()), abs=1e-12)
     # binary probability vectors -> AUC
     prob = base.select(array_to_vector(F.array(1 - F.col("a"), F.col("a"))).alias("probability"),
                        (F.col("a") + 0.3 * F.col("b") > 0.65).cast("double").alias("label"))

@@ -441,7 +441,7 @@ def _perf_batch(b, perf, inv, nk, out) -> None:
         ok = pc.and_(pc.is_valid(lab), pc.is_valid(pred))
         if pa.types.is_floating(lab.type):
             ok = pc.and_(ok, pc.and_(pc.invert(pc.is_nan(lab)), pc.invert(pc.is_nan(pred))))
-        ok = ok.to_numpy(zero_copy_only=False)
+        ok = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)    # is_nan(null) is null
         eq = pc.fill_null(pc.equal(lab, pred), False).to_numpy(zero_copy_only=False)
         out[:, 0] += np.bincount(inv[ok], minlength=nk)
         out[:, 1] += np.bincount(inv[ok & eq], minlength=nk)
