@@ -323,7 +323,7 @@ def test_bad_flags_found_from_the_schema_without_a_spark_job(spark, tmp_path):
     cases = [
         (("no_such_col > 1", ["s"], []), r"^--label 'no_such_col > 1' is not a valid SQL expression .*no_such_col"),
         (("y >", ["s"], []), r"^--label 'y >' is not a valid SQL expression on the input: ParseException"),
-        (("s", ["id"], []), r"^--label 's' gives string values; it must give 0/1"),
+        (("s", ["id"], []), r"^--label 's' gives string values on the input; it must give 0/1"),
         (("y = 1", ["s", "zzz"], []), r"^--features names columns not in the input: \['zzz'\]"),
         (("y = 1", ["s"], ["nope"]), r"^--categorical names columns not in the input: \['nope'\]"),
         (("y = 1", ["s"], ["id"]), r"^--categorical columns must also be in --features: \['id'\]"),

@@ -336,12 +336,14 @@ def test_trial_lines_timeout_and_mlflow_nested_runs(spark, cancer, tmp_path, cap
     lr = LogisticRegression(maxIter=10)
     search = HyperparameterSearch(estimator=lr, evaluator=_auc(), numTrials=2, numFolds=1, sampler="random",
                                   searchSpace={lr.regParam: LOG_REG})
-    with caplog.at_level(logging.INFO, logger="sparkml_scale.tuning"), mlflow.start_run() as parent:
+    other = mlflow.create_experiment("other")  # the parent's experiment is not the active one: trials follow the parent
+    with caplog.at_level(logging.INFO, logger="sparkml_scale.tuning"), mlflow.start_run(experiment_id=other) as parent:
         model = search.fit(cancer)
     lines = [r.getMessage() for r in caplog.records if r.name == "sparkml_scale.tuning"]
     assert [ln.split()[:3] for ln in lines] == [["trial", "0", "COMPLETE"], ["trial", "1", "COMPLETE"]]
     assert all("regParam=" in ln and "best=" in ln for ln in lines)
-    runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    runs = mlflow.search_runs(experiment_ids=[other],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(runs) == 2
     logged = sorted(float(v) for v in runs["params.regParam"])
     assert logged == pytest.approx(sorted(p["regParam"] for p in model.trials["params"]), rel=1e-6)

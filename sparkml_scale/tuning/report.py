@@ -107,7 +107,11 @@ class TrialReporter:
     def _log_trial(self, row: Dict[str, Any]) -> None:
         mlflow = self._mlflow
         try:
-            with mlflow.start_run(run_name=f"trial {row['number']}", nested=True):
+            parent = mlflow.active_run()
+            # in the parent's experiment: without experiment_id MLflow puts a nested run in the active
+            # experiment (its "Default" when the parent was started with an explicit experiment_id)
+            with mlflow.start_run(run_name=f"trial {row['number']}", nested=True,
+                                  experiment_id=parent.info.experiment_id if parent is not None else None):
                 mlflow.log_params({k: v for k, v in row["params"].items()})
                 if row["state"] == "COMPLETE":
                     mlflow.log_metric(self.metric, float(row["value"]))
