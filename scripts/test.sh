@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the test dependencies and run the whole suite: first on a classic local[2]
-# SparkSession, then the tests marked `connect` again under a Spark Connect session, then the
-# cluster tests on a real standalone cluster, classic and through Spark Connect (the kinds of
+# SparkSession, then the tests marked `connect` again under a Spark Connect session while the
+# cluster tests run on a real standalone cluster, classic and through Spark Connect (the kinds of
 # session cannot share one Python process).  Builds Horovod into .venv first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +22,24 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
 fi
 export PYTHONDONTWRITEBYTECODE=1
 .venv/bin/python -m pytest -q --durations=30 "$@"
-SPARKML_SCALE_TEST_CONNECT=1 .venv/bin/python -m pytest -q -m connect "$@"
-# A real standalone cluster (tests/cluster.py: a master and two 1-core workers on 127.0.0.2/.3),
-# from a classic spark:// session, then from a Spark Connect client through a Connect server on it.
-SPARKML_SCALE_TEST_CLUSTER=1 .venv/bin/python -m pytest -q -m cluster tests/test_cluster.py "$@"
+# The Connect run beside the two cluster runs, on a real standalone cluster (tests/cluster.py: a
+# master and two 1-core workers on 127.0.0.2/.3), first from a classic spark:// session, then from
+# a Spark Connect client through a Connect server on it: the cluster runs mostly wait on their
+# executors, and nothing is shared (the local Connect server listens on 15002, the cluster and its
+# Connect server on free ports).  The Connect run's output follows the cluster runs'.
+connect_log=$(mktemp "${TMPDIR:-/tmp}/sparkml_scale-connect-tests.XXXXXX")
+SPARKML_SCALE_TEST_CONNECT=1 .venv/bin/python -m pytest -q -m connect "$@" >"$connect_log" 2>&1 &
+connect_pid=$!
+cluster_rc=0
+SPARKML_SCALE_TEST_CLUSTER=1 .venv/bin/python -m pytest -q -m cluster tests/test_cluster.py "$@" || cluster_rc=$?
 SPARKML_SCALE_TEST_CLUSTER=1 SPARKML_SCALE_TEST_CONNECT=1 .venv/bin/python -m pytest -q -m "cluster and connect" \
-  tests/test_cluster.py "$@"
+  tests/test_cluster.py "$@" || cluster_rc=$?
+connect_rc=0
+wait "$connect_pid" || connect_rc=$?
+echo "== tests marked connect, under Spark Connect (ran beside the cluster runs) =="
+cat "$connect_log"
+rm -f "$connect_log"
+if [ "$connect_rc" != 0 ] || [ "$cluster_rc" != 0 ]; then
+  echo "Connect run: exit $connect_rc; cluster runs: exit $cluster_rc (the last that failed)" >&2
+  exit 1
+fi

@@ -142,6 +142,18 @@ def _start_connect_server(c, timeout=120):
         time.sleep(0.5)
 
 
+def pytest_collection_finish(session):
+    """Start the selected tests' background work (``start_in_background(items)`` of their module,
+    see :func:`helpers.background`), in module order, before the first test runs."""
+    seen = []
+    for item in session.items:
+        mod = getattr(item, "module", None)
+        if mod is not None and mod not in seen and hasattr(mod, "start_in_background"):
+            seen.append(mod)
+    for mod in seen:
+        mod.start_in_background([i for i in session.items if getattr(i, "module", None) is mod])
+
+
 def pytest_collection_modifyitems(config, items):
     if CLUSTER:
         reason = "not a cluster test (runs without SPARKML_SCALE_TEST_CLUSTER)"

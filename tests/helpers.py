@@ -9,8 +9,9 @@ this folder on ``sys.path``).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
-from typing import Optional, Sequence
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
@@ -83,3 +84,23 @@ def assert_close(ours, theirs, tol: float = 1e-6, what: str = "mllib") -> None:
     err = np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))
     assert err.size == 0 or err.max() <= tol, f"max abs/rel error {err.max():.3g}\nours={ours}\n{what}={theirs}"
 
+
+
+_BACKGROUND: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_BACKGROUND_JOBS: Dict[str, concurrent.futures.Future] = {}
+
+
+def background(key: str, fn: Callable[[], object]) -> concurrent.futures.Future:
+    """``fn()`` on the suite's one background thread (jobs run one at a time, in submission order),
+    once per ``key``: the same Future for later calls with that key.
+
+    For the tests that spend their time in processes of their own (the fault-injection job, the
+    notebooks' kernels): conftest's ``pytest_collection_finish`` submits them when the run
+    starts, so they overlap the rest of the suite, and the tests wait for ``.result()``.
+    """
+    global _BACKGROUND
+    if key not in _BACKGROUND_JOBS:
+        if _BACKGROUND is None:
+            _BACKGROUND = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tests-background")
+        _BACKGROUND_JOBS[key] = _BACKGROUND.submit(fn)
+    return _BACKGROUND_JOBS[key]

@@ -12,10 +12,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-from helpers import CONNECT
+from helpers import CLUSTER, CONNECT, background
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECOVERED = [
@@ -36,16 +37,30 @@ def _has_torch():
         return False
 
 
+def _run_fault_job():
+    """Run tests/fault_job.py; ``(returncode, stdout + stderr tail, report or None)``."""
+    out = os.path.join(tempfile.mkdtemp(prefix="sparkml_scale_faults_report_"), "report.json")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "fault_job.py"), out], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    report = json.loads(open(out).read()) if proc.returncode == 0 else None
+    return proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:], report
+
+
+def start_in_background(items):
+    """The fault job runs in its own process: start it with the suite (conftest), not when the first
+    test here needs it."""
+    if not CONNECT and not CLUSTER:
+        background("fault_job", _run_fault_job)
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report():
     if CONNECT:
         pytest.skip("runs its own classic local[2,3] session")
-    out = tmp_path_factory.mktemp("faults") / "report.json"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "fault_job.py"), str(out)], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    rc, tail, out = background("fault_job", _run_fault_job).result()
+    assert rc == 0, tail
+    return out
 
 
 @pytest.mark.parametrize("name", RECOVERED + [pytest.param(n, marks=pytest.mark.skipif(
