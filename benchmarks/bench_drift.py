@@ -90,6 +90,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
 EVIDENTLY_VENV = os.path.join(HERE, ".venv-evidently")
+if ROOT not in sys.path:  # run as a script, also by the Evidently venv (--evidently-worker)
+    sys.path.insert(0, ROOT)
+from benchmarks.harness import proc_status_kb, spark_job_ids  # noqa: E402 - stdlib only
 EVIDENTLY_REQUIREMENTS = os.path.join(HERE, "requirements-evidently.txt")
 
 #: issue target: Spark jobs per fit / evaluate, whatever the number of features
@@ -190,15 +193,8 @@ def ensure_data(data_dir: str, rows: int, seed: int) -> dict:
 # ---------------------------------------------------------------------------------------------- ours
 def spark_jobs(spark, group: str, fn):
     """``(result, job ids, stage count)`` of ``fn()`` run under a Spark job group."""
-    sc = spark.sparkContext
-    sc.setJobGroup(group, group)
-    try:
-        out = fn()
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
-    tracker = sc.statusTracker()
-    ids = sorted(tracker.getJobIdsForGroup(group))
+    out, ids = spark_job_ids(spark, group, fn)
+    tracker = spark.sparkContext.statusTracker()
     stages = 0
     for j in ids:
         info = tracker.getJobInfo(j)
@@ -251,14 +247,7 @@ def ensure_evidently(python: str) -> str:
 
 
 def _status_kb(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_status_kb(pid, key) or 0
 
 
 def run_evidently(python: str, spec: dict, time_limit: float, mem_limit_kb: int, tmp: str) -> dict:
@@ -455,7 +444,6 @@ def main(argv=None) -> int:
     cap = min(args.rows, args.evidently_max_rows or args.rows)
     sizes = sorted({s for s in sizes if s <= cap})
 
-    sys.path.insert(0, ROOT)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     load0 = os.getloadavg()

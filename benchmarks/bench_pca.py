@@ -49,7 +49,7 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.harness import proc_status_kb, process_tree_cpu  # noqa: E402
+from benchmarks.harness import proc_status_kb, process_tree_cpu, spark_job_ids  # noqa: E402
 
 HASH_INPUT = ["carrier", "origin", "dest", "month", "day_of_week", "hour", "distance"]
 HASH_CATEGORICAL = ["month", "day_of_week", "hour"]
@@ -174,14 +174,8 @@ class PassCounter(logging.Handler):
 
 def spark_jobs(spark, group: str, fn):
     """Run ``fn()`` under a Spark job group; return ``(result, number of Spark jobs it ran)``."""
-    sc = spark.sparkContext
-    sc.setJobGroup(group, group)
-    try:
-        out = fn()
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
-    return out, len(sc.statusTracker().getJobIdsForGroup(group))
+    out, ids = spark_job_ids(spark, group, fn)
+    return out, len(ids)
 
 
 # -- data ----------------------------------------------------------------------------------------

@@ -80,6 +80,19 @@ def proc_status_kb(pid: int, key: str) -> Optional[int]:
     return None
 
 
+def spark_job_ids(spark, group: str, fn: Callable[[], object]):
+    """``(fn(), ids)``: run ``fn()`` under a Spark job group and list the ids of the Spark jobs it ran
+    (classic sessions only: it uses the SparkContext's status tracker)."""
+    sc = spark.sparkContext
+    sc.setJobGroup(group, group)
+    try:
+        out = fn()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
+    return out, sorted(sc.statusTracker().getJobIdsForGroup(group))
+
+
 def descendants(root: int) -> List[int]:
     """Pids of every descendant process of ``root`` (from :func:`proc_table`)."""
     _, children = proc_table()
