@@ -18,7 +18,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["compare", "materialize", "cached", "process_tree_cpu", "proc_table", "proc_comm", "proc_status_kb", "descendants", "print_header"]
+__all__ = ["result_row", "add_report_args", "write_rows", "SIZES", "compare", "materialize", "cached", "process_tree_cpu", "proc_table", "proc_comm", "proc_status_kb", "descendants", "print_header"]
 
 _HEADER = f"{'benchmark':<32} {'ours best s':>11} {'Spark best s':>12} {'ours med s':>10} {'Spark med s':>11} {'ratio':>7}"
 
@@ -203,3 +203,44 @@ def compare(
         flush=True,
     )
     return result
+
+
+# ---------------------------------------------------------------- the common report rows
+#: Sizes every benchmark accepts as ``--size``: "small" (a few minutes in all, for a quick look and
+#: ``python -m benchmarks --size small``) and "full" (the sizes the README's targets are stated at).
+SIZES = ("small", "full")
+
+
+def add_report_args(parser, default_size: str = "full") -> None:
+    """Add ``--size {small,full}`` and ``--json PATH`` (write the result rows, see :func:`result_row`)."""
+    parser.add_argument("--size", choices=SIZES, default=default_size,
+                        help=f"problem sizes: small (quick look) or full (the targets' sizes; default {default_size})")
+    parser.add_argument("--json", default=None, help="write the result rows to this file as a JSON list")
+
+
+def result_row(case: str, ours_s: float, anchor: str, anchor_s: float, target: Optional[float] = None,
+               check: str = "", check_ok: Optional[bool] = None, **extra) -> Dict[str, object]:
+    """One row of the benchmark report (``python -m benchmarks``).
+
+    ``case``: what was timed (data, size); ``ours_s`` / ``anchor_s``: seconds of ours and of the
+    anchor (``anchor`` names it, e.g. "Spark FeatureHasher") from the same run; ``ratio`` is
+    ``ours_s / anchor_s`` (< 1 is faster); ``target``: the largest ratio the README promises
+    (None: no target); ``check``: what was compared to make the timing fair (equal outputs, same
+    objective...) with ``check_ok`` its verdict.  ``extra`` (JSON-serialisable) is kept as is.
+    """
+    ratio = ours_s / anchor_s if anchor_s else float("nan")
+    row: Dict[str, object] = {"case": case, "ours_s": float(ours_s), "anchor": anchor, "anchor_s": float(anchor_s),
+                              "ratio": ratio, "target": target, "check": check, "check_ok": check_ok}
+    row["met"] = None if target is None else bool(ratio <= target and check_ok is not False)
+    row.update(extra)
+    return row
+
+
+def write_rows(path: Optional[str], rows: List[Dict[str, object]]) -> None:
+    """Write ``rows`` (from :func:`result_row`) to ``path`` as a JSON list (nothing when ``path`` is None)."""
+    if not path:
+        return
+    import json
+
+    with open(path, "w") as fh:
+        json.dump(rows, fh, indent=1, default=float)
