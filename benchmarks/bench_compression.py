@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_compression.py [--hidden 512] [--epochs 20] [--rows 200000]
         [--repeat 3] [--cnn-train-rows 12000] [--cnn-epochs 2] [--cnn-test-rows 5000]
-        [--cnn-rows 20000] [--skip-cnn] [--master local[2]] [--quick] [--json out.json]
+        [--cnn-rows 20000] [--skip-cnn] [--master local[2]] [--quick] [--out all.json]
+        [--size full] [--json rows.json]
 
 The anchor of every ratio is the fp32 model as trained (variant ``fp32``); each compressed variant
 is derived from it with :meth:`TorchModel.prune` / :meth:`TorchModel.quantize` (no fine-tuning)
@@ -72,7 +73,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
-from benchmarks.harness import _time, cached, materialize  # noqa: E402
+from benchmarks.harness import _time, add_report_args, cached, materialize, result_row, write_rows  # noqa: E402
 
 #: the issue's target: int8 (dynamic) Spark transform throughput / fp32's, on the digits MLP
 INT8_TARGET = 1.3
@@ -292,8 +293,10 @@ def main(argv=None) -> int:
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + " (unless given)")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--out", default=None, help="write the whole results to this JSON file")
+    add_report_args(ap)
     args = ap.parse_args(argv)
+    args.quick = args.quick or args.size == "small"
     for k, v in (QUICK if args.quick else FULL).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -322,11 +325,38 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     results["load_average_end"] = os.getloadavg()[0]
     print(f"\nload average at the end: {results['load_average_end']:.2f} (other programs' load makes the timings noisy)")
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.out:
+        with open(args.out, "w") as f:
             json.dump(results, f, indent=1, default=str)
     spark.stop()
+    write_rows(args.json, report_rows(results))
     return 0
+
+
+def report_rows(results) -> list:
+    """Rows of the common report: each variant's ``transform`` time against the fp32 model's, same
+    rows; the check is held-out accuracy (int8 variants: within 1 point of fp32)."""
+    out = []
+    for key, title in (("mlp", "digits MLP 64-{hidden}-{hidden}-10"), ("cnn", "Fashion-MNIST small_cnn")):
+        if key not in results:
+            continue
+        sec = results[key]
+        res = sec["variants"]
+        base = res["fp32"]
+        name = title.format(hidden=sec.get("hidden"))
+        for variant, r in res.items():
+            if variant == "fp32":
+                continue
+            quantized_only = variant in ("int8", "int8s")
+            target = round(1 / INT8_TARGET, 3) if key == "mlp" and variant == "int8" else None
+            out.append(result_row(
+                f"{name} {variant}: transform {sec['rows']:,} rows", r["spark_s"], "fp32 TorchModel.transform",
+                base["spark_s"], target=target,
+                check=f"held-out accuracy {r['accuracy']:.4f} vs fp32 {base['accuracy']:.4f}"
+                      + ("" if quantized_only else " (no fine-tuning)"),
+                check_ok=(r["accuracy"] >= base["accuracy"] - 0.01) if quantized_only else None,
+                size_ratio=r["dir_bytes_ratio"]))
+    return out
 
 
 if __name__ == "__main__":

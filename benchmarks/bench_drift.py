@@ -92,7 +92,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EVIDENTLY_VENV = os.path.join(HERE, ".venv-evidently")
 if ROOT not in sys.path:  # run as a script, also by the Evidently venv (--evidently-worker)
     sys.path.insert(0, ROOT)
-from benchmarks.harness import proc_status_kb, spark_job_ids  # noqa: E402 - stdlib only
+from benchmarks.harness import add_report_args, result_row, write_rows, proc_status_kb, spark_job_ids  # noqa: E402 - stdlib only
 EVIDENTLY_REQUIREMENTS = os.path.join(HERE, "requirements-evidently.txt")
 
 #: issue target: Spark jobs per fit / evaluate, whatever the number of features
@@ -422,13 +422,14 @@ def main(argv=None) -> int:
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + " (unless given)")
-    ap.add_argument("--out", default=None, help="JSON output path")
+    ap.add_argument("--out", default=None, help="JSON output path (the whole results)")
+    add_report_args(ap, default_size="full")
     ap.add_argument("--evidently-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.evidently_worker:
         evidently_worker(args.evidently_worker)
         return 0
-    if args.quick:
+    if args.quick or args.size == "small":
         for k, v in QUICK.items():
             if getattr(args, k) is None:
                 setattr(args, k, v)
@@ -539,7 +540,27 @@ def main(argv=None) -> int:
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=1, default=str)
         print(f"wrote {args.out}")
+    write_rows(args.json, report_rows(results, args))
     return 0
+
+
+def report_rows(results: dict, args) -> list:
+    """The rows of the common benchmark report (``python -m benchmarks``): seconds per million rows,
+    ours (``--rows``) against Evidently's ``DataDriftPreset`` at the largest N it finished."""
+    s = results["summary"]
+    o = s["ours"]
+    main_run = results["ours"][f"features_{args.features}"]
+    found = sorted(main_run["drifted"])
+    ok = set(found) == {c for c in DRIFTED if c in ORDER[: args.features]}
+    check = f"ours flagged {len(found)} features, the planted drifts exactly: {ok}; jobs {s['jobs_target']['max_jobs']}"
+    if "evidently" not in s:
+        return []
+    e = s["evidently"]
+    return [result_row(f"drift fit + evaluate, {args.features} features, s per 1M rows "
+                       f"(ours {o['rows']:,}, Evidently {e['largest_rows']:,} rows)",
+                       o["total_s"] / o["rows"] * 1e6, "Evidently DataDriftPreset (pandas)",
+                       e["total_s"] / e["largest_rows"] * 1e6, check=check, check_ok=ok,
+                       driver_peak_ratio=s["ratios"]["driver_py_peak_vs_evidently_peak"])]
 
 
 def summarize(results: dict, args) -> dict:

@@ -23,17 +23,23 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.harness import add_report_args  # noqa: E402
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--copies", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--copies", type=int, default=None, help="flights copies (default 3; --size small: 1)")
+    ap.add_argument("--repeat", type=int, default=None, help="timed rounds (default 3; --size small: 2)")
     ap.add_argument("--master", default="local[2]")
+    add_report_args(ap)
     args = ap.parse_args(argv)
+    small = args.size == "small"
+    args.copies = args.copies or (1 if small else 3)
+    args.repeat = args.repeat or (2 if small else 3)
 
     from pyspark.sql import functions as F
 
-    from benchmarks.harness import compare, materialize, print_header
+    from benchmarks.harness import compare, materialize, print_header, result_row, write_rows
     from sparkml_scale.core.session import get_session
     from sparkml_scale.datasets import load_flights
     from sparkml_scale.io import read_table, write_table
@@ -83,7 +89,12 @@ def main(argv=None):
     print()
     for r in results:
         print(f"{r['name']:<32} ours/Spark parquet = {r['ratio']:.2f}")
+    spark.stop()
     shutil.rmtree(tmp, ignore_errors=True)
+    rows_out = [result_row(f"Delta {r['name']}, flights x{args.copies} ({rows:,} rows)", r["ours"],
+                           "Spark Parquet (no transaction log)", r["theirs"]) for r in results]
+    write_rows(args.json, rows_out)
+    return rows_out
 
 
 if __name__ == "__main__":

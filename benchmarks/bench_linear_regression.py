@@ -16,15 +16,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.harness import add_report_args, result_row, write_rows  # noqa: E402
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, default=None, help="rows (default 1,000,000; --size small: 200,000)")
     ap.add_argument("--cols", type=int, default=100)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--master", default="local[2]")
+    add_report_args(ap)
     args = ap.parse_args(argv)
+    args.rows = args.rows or (200_000 if args.size == "small" else 1_000_000)
 
     os.environ.setdefault("SPARKML_SCALE_DRIVER_MEMORY", "8g")
     import numpy as np
@@ -67,7 +71,10 @@ def main(argv=None):
     print(f"{'case':<32} {'ours s':>8} {'MLlib s':>8} {'ratio':>7} {'max rel coef diff':>18}")
     print(f"{f'dense {n:,} x {d}':<32} {t_us:>8.2f} {t_ml:>8.2f} {t_us / t_ml:>6.2f}x {diff:>18.2e}", flush=True)
     spark.stop()
-    return {"ours_s": t_us, "mllib_s": t_ml, "ratio": t_us / t_ml, "coef_diff": diff}
+    rows = [result_row(f"dense {n:,} x {d}, regParam 0.01", t_us, 'MLlib LinearRegression solver="normal"', t_ml,
+                       check=f"max rel coefficient diff {diff:.1e} (<= 1e-6)", check_ok=diff <= 1e-6)]
+    write_rows(args.json, rows)
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """HyperparameterSearch (TPE, random) vs pyspark's CrossValidator grid, same budget of fits, same session.
 
     .venv/bin/python benchmarks/bench_tuning.py [--grid 4x3] [--repeat 1] [--parallelism 1]
-        [--samplers tpe,random] [--max-iter 100] [--master local[2]] [--json out.json]
+        [--samplers tpe,random] [--max-iter 100] [--master local[2]] [--size full] [--json rows.json]
 
 Data and estimator: scikit-learn's digits (1,797 8x8 images, pixels / 16, 10 classes) with
 sparkml_scale's multinomial LogisticRegression and accuracy (MulticlassClassificationEvaluator),
@@ -39,7 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # tuning_data: the digits frame of the tuning tests
 
-from benchmarks.harness import process_tree_cpu  # noqa: E402
+from benchmarks.harness import add_report_args, process_tree_cpu, result_row, write_rows  # noqa: E402
 
 #: per-trial overhead target of the search, seconds (printed as PASS/FAIL, not asserted)
 OVERHEAD_TARGET_S = 0.5
@@ -121,15 +121,18 @@ def _row(name, par, runs, anchor_wall=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--grid", default="4x3", help="RxE: regParam values x elasticNetParam values; N = R*E trials")
+    ap.add_argument("--grid", default=None,
+                    help="RxE: regParam values x elasticNetParam values; N = R*E trials (default 4x3; --size small 2x2)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each row (best wall time shown)")
     ap.add_argument("--parallelism", default="1", help="comma list of parallelism values, a row set each")
     ap.add_argument("--samplers", default="tpe,random", help="comma list of our samplers (tpe, random)")
     ap.add_argument("--max-iter", type=int, default=100, help="LogisticRegression maxIter (default 100)")
     ap.add_argument("--seed", type=int, default=42, help="seed of our samplers")
     ap.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
-    ap.add_argument("--json", default=None, help="write the rows to this file as a JSON list")
+    ap.add_argument("--out", default=None, help="write this script's own rows (every run) to this file as a JSON list")
+    add_report_args(ap)
     args = ap.parse_args(argv)
+    args.grid = args.grid or ("2x2" if args.size == "small" else "4x3")
     try:
         n_reg, n_en = (int(v) for v in args.grid.lower().split("x"))
         if n_reg < 1 or n_en < 1:
@@ -192,12 +195,21 @@ def main(argv=None):
         best_run = max(r["runs"], key=lambda x: x["best"])
         params = ", ".join(f"{k} {v:.4g}" for k, v in best_run["params"].items())
         print(f"  {r['name']} (parallelism {r['parallelism']}): best accuracy {r['best']:.4f} at {params}")
-    if args.json:
-        with open(args.json, "w") as fh:
+    if args.out:
+        with open(args.out, "w") as fh:
             json.dump(rows, fh, indent=1)
-        print(f"wrote {len(rows)} rows to {args.json}")
+        print(f"wrote {len(rows)} rows to {args.out}")
     spark.stop()
-    return rows
+    report = []
+    for anchor, ours in ((r, o) for r in rows if "ratio" not in r for o in rows
+                         if "ratio" in o and o["parallelism"] == r["parallelism"]):
+        ok = ours["best"] >= anchor["best"] - 0.01
+        report.append(result_row(f"{ours['name']} trials vs a {args.grid} grid, parallelism {ours['parallelism']}",
+                                 ours["wall_s"], "pyspark CrossValidator", anchor["wall_s"],
+                                 check=f"best CV accuracy {ours['best']:.4f} vs grid {anchor['best']:.4f}",
+                                 check_ok=ok, overhead_per_trial_s=ours["overhead_per_trial_s"]))
+    write_rows(args.json, report)
+    return report
 
 
 if __name__ == "__main__":

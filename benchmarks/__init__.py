@@ -1,0 +1,1 @@
+"""Benchmarks: ours against the named anchor in the same run (``python -m benchmarks``)."""
