@@ -330,6 +330,8 @@ def test_bad_input(spark):
         model.evaluate(cur.withColumn("c", F.lit(1.0)))
     with pytest.raises(TypeError, match="windowCol"):
         model.evaluate(cur, windowCol="x", windowDuration="1 day")
+    with pytest.raises(ValueError, match=r"column 'when' \(param 'windowCol'\) is not in the DataFrame"):
+        model.evaluate(cur, windowCol="when", windowDuration="1 day")
     with pytest.raises(ValueError, match="windowDuration"):
         model.evaluate(cur, windowCol="x")
 

@@ -118,7 +118,7 @@ outside their ranges, unknown ``flagTests``).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -133,6 +133,7 @@ from pyspark.sql import types as T
 from ..core.errors import task_error
 from ..core.mapreduce import decode_arrays, encode_arrays, tree_aggregate
 from ..core.persistence import ModelLoadError, ParamsReadWrite
+from ..core.schema import check_column
 from ..core.schema import col as qcol
 
 __all__ = ["DriftDetector", "DriftModel", "DriftReport", "PSI_FLOOR"]
@@ -307,10 +308,7 @@ def _type_class(dt: T.DataType) -> Optional[str]:
 
 
 def _column_type(schema: T.StructType, name: str, param: str) -> str:
-    if name not in schema.names:
-        raise ValueError(f"column {name!r} (param {param!r}) is not in the DataFrame; available columns: "
-                         f"{schema.names}")
-    dt = schema[name].dataType
+    dt = check_column(schema, name, param)
     tc = _type_class(dt)
     if tc is None:
         raise TypeError(f"column {name!r} (param {param!r}) has type {dt.simpleString()}, which cannot be binned: "
@@ -322,15 +320,31 @@ def _is_integral(dt: T.DataType) -> bool:
     return isinstance(dt, (T.ByteType, T.ShortType, T.IntegerType, T.LongType))
 
 
-def _prepared_exprs(specs: Sequence[dict]) -> list:
-    """Spark expressions giving ``_f{i}`` (double for numeric, string for categorical) per feature."""
+def _vector_arrays(dataset: DataFrame, specs: Sequence[dict]) -> Tuple[DataFrame, Dict[str, str]]:
+    """``dataset`` plus one ``vector_to_array`` column per vector column monitored (one conversion per
+    row and source column, however many of its dimensions are monitored), and the map from the
+    source column to that column's name (for :func:`_prepared_exprs`).  Spark keeps the two
+    projections apart (it does not inline a UDF referenced more than once)."""
+    from pyspark.ml.functions import vector_to_array
+
+    sources = sorted({s["source"] for s in specs if s["dim"] >= 0})
+    if not sources:
+        return dataset, {}
+    names = {src: f"__sparkml_scale_drift_v{j}" for j, src in enumerate(sources)}
+    return dataset.select("*", *[vector_to_array(qcol(src)).alias(names[src]) for src in sources]), names
+
+
+def _prepared_exprs(specs: Sequence[dict], arrays: Optional[Dict[str, str]] = None) -> list:
+    """Spark expressions giving ``_f{i}`` (double for numeric, string for categorical) per feature;
+    vector dimensions read the array columns ``arrays`` names (from :func:`_vector_arrays`)."""
     from pyspark.ml.functions import vector_to_array
 
     out = []
     for i, s in enumerate(specs):
         c = qcol(s["source"])
         if s["dim"] >= 0:
-            e = F.try_element_at(vector_to_array(c), F.lit(s["dim"] + 1))
+            arr = F.col(arrays[s["source"]]) if arrays and s["source"] in arrays else vector_to_array(c)
+            e = F.try_element_at(arr, F.lit(s["dim"] + 1))
         else:
             e = c
         if s["kind"] == "numeric":
@@ -831,7 +845,8 @@ class DriftDetector(_DriftParams, Estimator, ParamsReadWrite):
             aux.append(qcol(label).cast("string").alias("_pl"))
         if cat_pred:
             aux.append(_prepared_exprs([dict(specs[pred_i[0]], kind="categorical")])[0].alias("_pcat"))
-        prepared = dataset.select(*_prepared_exprs(specs), *aux)
+        with_arrays, arrays = _vector_arrays(dataset, specs)
+        prepared = with_arrays.select(*_prepared_exprs(specs, arrays), *aux)
         num = [i for i, s in enumerate(specs) if s["kind"] == "numeric"]
         G, B = self.getKsGridSize(), self.getNumBins()
         bin_p = [i / B for i in range(1, B)]
@@ -877,7 +892,8 @@ class DriftDetector(_DriftParams, Estimator, ParamsReadWrite):
                              "reference row")
         specs, edges, grids, cats = ([a[i] for i in keep] for a in (specs, edges, grids, cats))
         # job 3: the reference histograms
-        prepared = dataset.select(*_prepared_exprs(specs), *_label_exprs(perf))
+        with_arrays, arrays = _vector_arrays(dataset, specs)
+        prepared = with_arrays.select(*_prepared_exprs(specs, arrays), *_label_exprs(perf))
         partial = _make_partial_fn(specs, edges, grids, cats, perf, keyed=False)
         res = _aggregate(prepared, partial, keyed=False)
         n = _rows(specs, edges, grids, cats, res[0][0]) if res else 0
@@ -1126,23 +1142,22 @@ class DriftModel(_DriftParams, Model, ParamsReadWrite):
         schema = dataset.schema
         self._check_current(schema)
         keyed = windowCol is not None or windowDuration is not None
-        exprs = _prepared_exprs(self._specs) + _label_exprs(self._perf)
+        with_arrays, arrays = _vector_arrays(dataset, self._specs)
+        exprs = _prepared_exprs(self._specs, arrays) + _label_exprs(self._perf)
         if keyed:
             if not windowCol or not windowDuration:
                 raise ValueError("evaluate: give both windowCol and windowDuration (or neither)")
-            if windowCol not in schema.names:
-                raise ValueError(f"column {windowCol!r} (windowCol) is not in the DataFrame; available columns: "
-                                 f"{schema.names}")
-            if not isinstance(schema[windowCol].dataType, (T.TimestampType, T.TimestampNTZType, T.DateType)):
-                raise TypeError(f"column {windowCol!r} (windowCol) must be a timestamp or date, got "
-                                f"{schema[windowCol].dataType.simpleString()}")
+            wtype = check_column(schema, windowCol, "windowCol")
+            if not isinstance(wtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+                raise TypeError(f"column {windowCol!r} (param 'windowCol') must be a timestamp or date, got "
+                                f"{wtype.simpleString()}")
             ts = qcol(windowCol)
-            if isinstance(schema[windowCol].dataType, T.DateType):
+            if isinstance(wtype, T.DateType):
                 ts = ts.cast("timestamp")
             wkey = F.unix_micros(F.window(ts, windowDuration).start.cast("timestamp"))
-            prepared = dataset.where(qcol(windowCol).isNotNull()).select(*exprs, wkey.alias("_w"))
+            prepared = with_arrays.where(qcol(windowCol).isNotNull()).select(*exprs, wkey.alias("_w"))
         else:
-            prepared = dataset.select(*exprs)
+            prepared = with_arrays.select(*exprs)
         partial = _make_partial_fn(self._specs, self._edges, self._grids, self._cats, self._perf, keyed=keyed)
         res = _aggregate(prepared, partial, keyed=keyed)
         if not res:
