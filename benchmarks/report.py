@@ -197,14 +197,17 @@ def chart(report: Dict[str, object], path: str) -> None:
         ax.text(r["ratio"], yi, f" {r['ratio']:.2f}x", va="center", fontsize=7)
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    for axis_fmt in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis_fmt(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=7)
     ax.set_xlabel("ours / anchor time (log scale; < 1 is faster). Black tick: target. "
                   "Green: target met, red: not met, grey: no target")
     ax.set_title(f"sparkml_scale benchmarks, {report['date']} ({report['size']}), "
                  f"{report['machine'].get('cores')} cores", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def update_readme(md: str, path: str = os.path.join(ROOT, "README.md")) -> None:
