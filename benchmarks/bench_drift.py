@@ -551,8 +551,11 @@ def report_rows(results: dict, args) -> list:
     o = s["ours"]
     main_run = results["ours"][f"features_{args.features}"]
     found = sorted(main_run["drifted"])
-    ok = set(found) == {c for c in DRIFTED if c in ORDER[: args.features]}
-    check = f"ours flagged {len(found)} features, the planted drifts exactly: {ok}; jobs {s['jobs_target']['max_jobs']}"
+    planted = {c for c in DRIFTED if c in ORDER[: args.features]}
+    others = sorted(set(found) - planted)
+    ok = planted <= set(found)  # every planted drift found; a false alarm is reported, not failed
+    check = (f"ours found {len(planted & set(found))} of {len(planted)} planted drifts, flagged {len(others)} other(s)"
+             + (f" ({', '.join(others)})" if others else "") + f"; Spark jobs {s['jobs_target']['max_jobs']}")
     if "evidently" not in s:
         return []
     e = s["evidently"]
