@@ -315,18 +315,91 @@ def test_many_batches_and_term_cache(spark, spark_hasher, monkeypatch):
         spark.conf.set(key, old)
     _assert_same_vectors(ours, theirs)
 
-    # in-process: a tiny cache limit forces restarts; results do not change
+    # in-process: a tiny cache limit turns the column's cache off; results do not change
     monkeypatch.setattr(hasher, "_CACHE_LIMIT", 20)
     hasher._TERM_CACHE.clear()
     plans = [("str", b"w=", None)]
     batches = [pa.StructArray.from_arrays([pa.array([str(w) for w in words[rng.integers(0, 300, 50)]])], names=["c0"])
                for _ in range(5)]
     cached = [hash_batch(b, plans, 64) for b in batches]
+    assert hasher._TERM_CACHE[(b"w=", "string", 64, False)] is hasher._UNCACHED
     for b, got in zip(batches, cached):
+        monkeypatch.setattr(hasher, "_CACHE_LIMIT", 1 << 14)
         hasher._TERM_CACHE.clear()
         fresh = hash_batch(b, plans, 64)
-        assert (got != fresh).nnz == 0 and np.array_equal(got.indices, fresh.indices)
         assert len(hasher._TERM_CACHE[(b"w=", "string", 64, False)].values) <= 50
+        assert (got != fresh).nnz == 0 and np.array_equal(got.indices, fresh.indices)
+
+
+def _random_terms(rng, m, max_len):
+    out = []
+    for _ in range(m):
+        k = int(rng.integers(0, max_len + 1))
+        out.append("".join(chr(int(c)) for c in rng.choice([97, 98, 61, 233, 0x4E2D, 0x1F600, 48], k)))
+    return out
+
+
+@pytest.mark.parametrize("prefix", [b"", b"a", b"ab=", b"abc=", b"tailnum=", "héllo=".encode()])
+def test_murmur3_32_equals_mmh3(prefix):
+    """The numpy MurmurHash3 equals mmh3 (Spark's hashUnsafeBytes2) on every length mod 4."""
+    from sparkml_scale.feature.hasher import murmur3_32
+
+    rng = np.random.default_rng(11)
+    raw = [bytes(rng.integers(0, 256, int(rng.integers(0, 40))).astype(np.uint8)) for _ in range(3000)]
+    for arr in [pa.array(raw, pa.binary()), pa.array(raw, pa.binary()).slice(5, 700),
+                pa.array(_random_terms(rng, 500, 12)), pa.array(["", "", ""])]:
+        for seed in (42, 0):
+            got = murmur3_32(arr, prefix, seed)
+            want = [mmh3.hash(prefix + (v.encode() if isinstance(v, str) else v), seed, signed=True)
+                    for v in arr.to_pylist()]
+            assert got.dtype == np.int32 and got.tolist() == want
+    assert murmur3_32(pa.array([], pa.binary()), prefix).shape == (0,)
+    with pytest.raises(ValueError, match="nulls"):
+        murmur3_32(pa.array([b"a", None]), prefix)
+
+
+@pytest.mark.parametrize("cache_limit", [1 << 14, 100])
+@pytest.mark.parametrize("signed", [False, True])
+def test_hash_batch_many_distinct_values(monkeypatch, cache_limit, signed):
+    """Batches with thousands of distinct strings and ints (the vectorised hash, the cache and,
+    over its limit, the uncached path) give the terms' mmh3 indices and signs."""
+    from sparkml_scale.feature import hasher
+
+    monkeypatch.setattr(hasher, "_CACHE_LIMIT", cache_limit)
+    hasher._TERM_CACHE.clear()
+    rng = np.random.default_rng(5)
+    n = 1 << 20
+    vocab = _random_terms(rng, 4000, 40) + ["x" * 100, "y" * 65]  # long terms: one by one
+    plans = [("str", b"s=", None), ("int", b"k=", None)]
+    for _ in range(3):
+        m = 3000
+        strs = [None if rng.random() < 0.05 else vocab[int(rng.integers(0, len(vocab)))] for _ in range(m)]
+        ints = [None if rng.random() < 0.05 else int(rng.integers(-(1 << 40), 1 << 40)) for _ in range(m)]
+        csr = hash_batch([pa.array(strs), pa.array(ints, pa.int64())], plans, n, signed)
+        for r in range(0, m, 7):
+            want = {}
+            for term in ([f"s={strs[r]}"] if strs[r] is not None else []) + (
+                    [f"k={ints[r]}"] if ints[r] is not None else []):
+                b = term.encode()
+                v = -1.0 if signed and mmh3.hash(b, 0, signed=True) < 0 else 1.0
+                i = mmh3.hash(b, 42, signed=True) % n
+                want[i] = want.get(i, 0.0) + v
+            lo, hi = csr.indptr[r], csr.indptr[r + 1]
+            assert dict(zip(csr.indices[lo:hi].tolist(), csr.data[lo:hi].tolist())) == want
+            assert csr.indices[lo:hi].tolist() == sorted(want)
+
+
+def test_high_cardinality_equals_spark(spark, spark_hasher):
+    """Thousands of distinct values per Arrow batch (the vectorised hash) match Spark exactly."""
+    rng = np.random.default_rng(9)
+    vocab = _random_terms(rng, 6000, 30)
+    rows = [(k, None if k % 13 == 0 else vocab[int(rng.integers(0, len(vocab)))],
+             None if k % 17 == 0 else int(rng.integers(-100000, 100000)), float(rng.standard_normal()))
+            for k in range(12000)]
+    df = spark.createDataFrame(rows, "id long, s string, k long, x double")
+    kw = dict(inputCols=["s", "k", "x"], categoricalCols=["k"], outputCol="v", numFeatures=1 << 20)
+    _assert_same_vectors(_vectors(FeatureHasher(**kw).transform(df), "v"),
+                         _vectors(spark_hasher(**kw).transform(df), "v"))
 
 
 def test_columnar_udf_input_setting_is_turned_off(spark, tmp_path):

@@ -50,7 +50,7 @@ _ARR = "arr"  # array<string>: one "col=<element>" per non-null element
 
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _MAX_NUM_FEATURES = 2**31 - 1  # Spark vector sizes and indices are Java ints
-_CACHE_LIMIT = 1 << 16  # distinct values remembered per column and worker process
+_CACHE_LIMIT = 1 << 14  # distinct values remembered per column and worker process
 
 
 def _java_term_hash(term: bytes, n: int, signed: bool) -> Tuple[int, float]:
@@ -71,6 +71,93 @@ def _hash_terms(terms: List[bytes], n: int, signed: bool) -> Tuple[np.ndarray, n
     else:
         val = np.ones(len(terms), dtype=np.float64)
     return idx, val
+
+
+_C1, _C2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
+#: Below this many terms :func:`_hash_terms` (one C call per term) beats the numpy MurmurHash3.
+_VECTOR_HASH_MIN = 256
+#: Terms longer than this (bytes, prefix included) are hashed one by one (the numpy
+#: version works on a padded ``(terms, longest term)`` byte matrix).
+_VECTOR_HASH_MAX_LEN = 64
+
+
+def _rotl(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+
+
+def murmur3_32(values: pa.Array, prefix: bytes = b"", seed: int = SEED) -> np.ndarray:
+    """MurmurHash3 x86_32 of ``prefix + value`` for every value of a binary array, vectorised.
+
+    ``values``: a ``pyarrow`` binary (or string) array of ``m`` values without nulls
+    (slices are fine); ``prefix``: bytes put before each value; ``seed``: the seed.
+    Returns an ``int32`` numpy array of shape ``(m,)``, equal to
+    ``mmh3.hash(prefix + value, seed, signed=True)`` for each value (Spark's
+    ``Murmur3_x86_32.hashUnsafeBytes2``).  Works on a zero-padded ``(m, longest)``
+    byte matrix, one numpy pass per 4-byte block: meant for many short values.
+    Raises ``ValueError`` if ``values`` holds nulls.
+    """
+    if values.null_count:
+        raise ValueError("murmur3_32: values must not hold nulls")
+    if pa.types.is_string(values.type):
+        values = values.cast(pa.binary())
+    m = len(values)
+    if m == 0:
+        return np.empty(0, dtype=np.int32)
+    _, offs_buf, data_buf = values.buffers()
+    offs = np.frombuffer(offs_buf, dtype=np.int32, count=values.offset + m + 1)[values.offset:]
+    start, end = int(offs[0]), int(offs[-1])
+    p = len(prefix)
+    vlen = np.diff(offs).astype(np.int64)
+    lens = vlen + p
+    width = (int(lens.max()) + 3) // 4
+    mat = np.zeros((m, width * 4), dtype=np.uint8)
+    if p:
+        mat[:, :p] = np.frombuffer(prefix, dtype=np.uint8)
+    if end > start:
+        data = np.frombuffer(data_buf, dtype=np.uint8, count=end)[start:]
+        # row-major flat positions of every value byte in the matrix
+        pos = np.arange(end - start, dtype=np.int64)
+        pos += np.repeat(np.arange(m, dtype=np.int64) * (width * 4) + p - (offs[:-1].astype(np.int64) - start), vlen)
+        mat.ravel()[pos] = data
+    blocks = mat.view("<u4")
+    h = np.full(m, seed & 0xFFFFFFFF, dtype=np.uint32)
+    nfull = lens >> 2
+    for i in range(width):
+        k = blocks[:, i] * _C1
+        k = _rotl(k, 15)
+        k *= _C2
+        h_k = h ^ k
+        full = nfull > i
+        step = _rotl(h_k, 13)
+        step *= np.uint32(5)
+        step += np.uint32(0xE6546B64)
+        # full block: the mixed step; the tail block: only the xor; past the end: nothing
+        h = np.where(full, step, np.where(nfull == i, h_k, h))  # a zero tail xors k = 0: no change
+    h ^= lens.astype(np.uint32)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h.view(np.int32)
+
+
+def _hash_values(prefix: bytes, values: pa.Array, n: int, signed: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Index and value arrays of the terms ``prefix + text(value)`` of distinct, non-null values."""
+    t = values.type
+    if (len(values) >= _VECTOR_HASH_MIN
+            and (pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_integer(t))):
+        if pa.types.is_integer(t):
+            values = values.cast(pa.string())  # decimal digits, as Java's Long.toString
+        offs = np.frombuffer(values.buffers()[1], dtype=np.int32, count=values.offset + len(values) + 1)
+        if int(np.diff(offs[values.offset:]).max()) + len(prefix) <= _VECTOR_HASH_MAX_LEN:
+            idx = np.mod(murmur3_32(values, prefix, SEED).astype(np.int64), n)
+            if signed:
+                val = np.where(murmur3_32(values, prefix, SIGN_SEED) < 0, -1.0, 1.0)
+            else:
+                val = np.ones(len(values), dtype=np.float64)
+            return idx, val
+    return _hash_terms(_term_texts(prefix, values), n, signed)
 
 
 def _decimal_text(d: Decimal) -> str:
@@ -113,29 +200,47 @@ class _Terms:
 
 # Per-process cache: (term prefix, Arrow type, n, signed) -> _Terms.  Python workers are
 # reused between tasks, so each distinct value of a column is hashed once per worker,
-# not once per batch; lookups are one vectorised ``pc.index_in`` per batch.  A column's
-# cache restarts from the current batch's values when it would exceed _CACHE_LIMIT,
-# so memory stays bounded for high-cardinality columns.
-_TERM_CACHE: Dict[Tuple[bytes, str, int, bool], _Terms] = {}
+# not once per batch; lookups are one vectorised ``pc.index_in`` per batch.  A column
+# whose distinct values would exceed _CACHE_LIMIT is marked _UNCACHED instead: index_in
+# rebuilds its hash table of the cached values on every call and the cache's arrays are
+# copied on every growth, so for high-cardinality columns hashing each batch's distinct
+# values afresh (dictionary_encode + the vectorised murmur3_32) is cheaper.
+_TERM_CACHE: Dict[Tuple[bytes, str, int, bool], object] = {}
+_UNCACHED = "uncached"
+
+
+def _categorical_uncached(arr: pa.Array, prefix: bytes, n: int, signed: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """As :func:`_categorical`, hashing the batch's distinct values without the cache."""
+    enc = pc.dictionary_encode(arr)
+    terms = _Terms(enc.dictionary, *_hash_values(prefix, enc.dictionary, n, signed))
+    codes = enc.indices
+    if codes.null_count:
+        codes = codes.fill_null(len(enc.dictionary))  # the "no entry" slot
+    codes = codes.to_numpy(zero_copy_only=False)
+    return terms.idx.take(codes), (terms.val.take(codes) if signed else 1.0)
 
 
 def _categorical(arr: pa.Array, prefix: bytes, n: int, signed: bool) -> Tuple[np.ndarray, np.ndarray]:
-    """Per row: hashed index (-1 for null) and value of a categorical column.
+    """Per row: hashed index (-1 for null) and value of a categorical column (the float
+    1.0 instead of an array when ``signed`` is False: every value is 1.0).
 
     Only values new to this worker are turned into text and hashed (once each);
     all others are looked up with Arrow's vectorised ``index_in``.
     """
     key = (prefix, str(arr.type), n, signed)
     known = _TERM_CACHE.get(key)
+    if known is _UNCACHED:
+        return _categorical_uncached(arr, prefix, n, signed)
     pos = pc.index_in(arr, value_set=known.values) if known is not None else None
     if pos is None or pos.null_count > arr.null_count:  # values new to this worker
-        if known is not None:
-            new = pc.unique(arr.filter(pc.and_(pos.is_null(), arr.is_valid())))
-            if len(known.values) + len(new) > _CACHE_LIMIT:
-                known = None  # restart from this batch's values
         if known is None:
             new = pc.unique(pc.drop_null(arr))
-        idx, val = _hash_terms(_term_texts(prefix, new), n, signed)
+        else:
+            new = pc.unique(arr.filter(pc.and_(pos.is_null(), arr.is_valid())))
+        if (0 if known is None else len(known.values)) + len(new) > _CACHE_LIMIT:
+            _TERM_CACHE[key] = _UNCACHED
+            return _categorical_uncached(arr, prefix, n, signed)
+        idx, val = _hash_values(prefix, new, n, signed)
         if known is None:
             known = _Terms(new, idx, val)
         else:
@@ -149,7 +254,7 @@ def _categorical(arr: pa.Array, prefix: bytes, n: int, signed: bool) -> Tuple[np
     if pos.null_count:
         pos = pos.fill_null(len(known.values))  # the "no entry" slot
     codes = pos.to_numpy(zero_copy_only=False)
-    return known.idx.take(codes), known.val.take(codes)
+    return known.idx.take(codes), (known.val.take(codes) if signed else 1.0)
 
 
 def _decimal_to_double(arr: pa.Array) -> np.ndarray:
@@ -224,14 +329,19 @@ def _array_entries(arr: pa.Array, prefix: bytes, n: int, signed: bool):
     flat = pc.list_flatten(arr)
     parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     idx, val = _categorical(flat, prefix, n, signed)
+    val = np.broadcast_to(np.asarray(val, dtype=np.float64), idx.shape)
     if flat.null_count:
         keep = idx >= 0
         parents, idx, val = parents[keep], idx[keep], val[keep]
     return parents, idx, val
 
 
-def hash_batch(batch: pa.StructArray, plans: Sequence[tuple], n: int, signed: bool = False) -> sp.csr_matrix:
-    """Hash one Arrow batch (a struct with one field per input column) into a CSR block.
+def hash_batch(batch, plans: Sequence[tuple], n: int, signed: bool = False) -> sp.csr_matrix:
+    """Hash one Arrow batch into a CSR block.
+
+    ``batch``: a ``pyarrow.StructArray`` with one field per input column, or a
+    sequence of equally long Arrow arrays (one per input column), in the order of
+    ``plans``.
 
     Returns a ``(len(batch), n)`` float64 ``csr_matrix`` with sorted indices; entries
     that hash to the same index in a row are summed in input-column order (as
@@ -240,22 +350,28 @@ def hash_batch(batch: pa.StructArray, plans: Sequence[tuple], n: int, signed: bo
     """
     if isinstance(batch, pa.ChunkedArray):
         batch = batch.combine_chunks()
-    nrows = len(batch)
+    if isinstance(batch, pa.StructArray):
+        columns = [batch.field(i) for i in range(len(plans))]
+        nrows = len(batch)
+    else:
+        columns = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in batch]
+        nrows = len(columns[0]) if columns else 0
     if any(plan[0] == _ARR for plan in plans):
         entries = []
         for i, plan in enumerate(plans):
-            arr = batch.field(i)
+            arr = columns[i]
             if plan[0] == _ARR:
                 entries.append(_array_entries(arr, plan[1], n, signed))
                 continue
             idx, val, _ = _column_entries(arr, plan, n, signed)
+            val = np.broadcast_to(np.asarray(val, dtype=np.float64), (nrows,))
             if isinstance(idx, np.ndarray):
                 rows = np.flatnonzero(idx >= 0)
                 entries.append((rows, idx[rows], val[rows]))
             else:
                 entries.append((np.arange(nrows, dtype=np.int64), np.full(nrows, idx, np.int64), val))
         return _assemble_any(entries, nrows, n)
-    entries = [_column_entries(batch.field(i), plan, n, signed) for i, plan in enumerate(plans)]
+    entries = [_column_entries(columns[i], plan, n, signed) for i, plan in enumerate(plans)]
     return _assemble_one_per_column(entries, nrows, n)
 
 
@@ -272,32 +388,33 @@ def _assemble_one_per_column(entries, nrows: int, n: int) -> sp.csr_matrix:
     mask = (1 << shift) - 1
     absent = n << shift
     dtype = np.int32 if ((n + k) << shift) < (1 << 31) else np.int64
-    # built column by column (contiguous writes), then transposed to rows
+    # keys built column by column (contiguous writes), then transposed to rows; values
+    # written straight into rows (gathered row by row below: cache-friendly)
     keys_t = np.empty((k, nrows), dtype=dtype)
-    vals_t = np.empty((k, nrows), dtype=np.float64)
-    missing = None  # entries missing per row
+    vals_rm = np.empty((nrows, k), dtype=np.float64)
+    any_missing = False
     for j, (idx, val, has_missing) in enumerate(entries):
+        row = keys_t[j]
         if isinstance(idx, np.ndarray):
-            np.left_shift(idx, shift, out=keys_t[j], casting="unsafe")
-            keys_t[j] |= j
+            np.left_shift(idx, shift, out=row, casting="unsafe")
+            row |= j
             if has_missing:
-                none = idx < 0
-                keys_t[j][none] = ((n + j) << shift) | j
-                missing = none.astype(np.int32) if missing is None else missing + none
+                # idx -1 gave (-1 << s) | j: negative, and no other key of the column is
+                np.copyto(row, ((n + j) << shift) | j, where=row < 0)
+                any_missing = True
         else:
-            keys_t[j] = (int(idx) << shift) | j
-        vals_t[j] = val
+            row.fill((int(idx) << shift) | j)
+        vals_rm[:, j] = val
     keys = np.ascontiguousarray(keys_t.T)
     if k > 1:
         keys.sort(axis=1)
-        # values in key order: flat position column * nrows + row of the column-major block
-        pos = (keys & mask).astype(np.int64) * nrows
-        pos += np.arange(nrows, dtype=np.int64)[:, None]
-        vals = vals_t.ravel().take(pos.ravel()).reshape(nrows, k)
+        # values in key order: flat position row * k + column of the row-major block
+        pos = (keys & mask).astype(np.intp)  # take() wants intp indices: no hidden copy
+        pos += np.arange(0, nrows * k, k, dtype=np.intp)[:, None]
+        vals = vals_rm.ravel().take(pos)
     else:
-        vals = vals_t.reshape(nrows, 1)
+        vals = vals_rm
     idx = keys >> shift
-    counts = None if missing is None else k - missing.astype(np.int64)
     keep = None
     if k > 1:
         dup = idx[:, 1:] == idx[:, :-1]
@@ -315,22 +432,16 @@ def _assemble_one_per_column(entries, nrows: int, n: int) -> sp.csr_matrix:
             vals[rows_d] = sub_vals
             keep = np.ones((nrows, k), dtype=bool)
             keep[:, 1:] = ~dup
-            if counts is None:
-                counts = np.full(nrows, k, dtype=np.int64)
-            counts -= dup.sum(axis=1)
-    if counts is None:
+    if keep is None and not any_missing:
         data = vals.ravel()
         indices = idx.ravel().astype(np.int32, copy=False)
         indptr = np.arange(0, nrows * k + 1, k, dtype=np.int64)
     else:
-        present = keys < absent
-        if keep is not None:
-            present &= keep
-        flat = np.flatnonzero(present.ravel())
-        data = vals.ravel().take(flat)
-        indices = idx.ravel().take(flat).astype(np.int32, copy=False)
+        present = keep if not any_missing else (keys < absent if keep is None else (keys < absent) & keep)
+        data = vals[present]  # row-major: row by row, each row's entries in index order
+        indices = idx[present].astype(np.int32, copy=False)
         indptr = np.zeros(nrows + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
+        np.cumsum(np.count_nonzero(present, axis=1), out=indptr[1:])
     return sp.csr_matrix((data, indices, indptr), shape=(nrows, n))
 
 
@@ -373,8 +484,8 @@ def _assemble_any(entries, nrows: int, n: int) -> sp.csr_matrix:
 def _make_udf(spark, plans: List[tuple], n: int, signed: bool):
     from pyspark.ml.linalg import VectorUDT
 
-    def feature_hash(batch: pa.Array) -> pa.Array:
-        return block_to_vectors(hash_batch(batch, plans, n, signed))
+    def feature_hash(*columns: pa.Array) -> pa.Array:
+        return block_to_vectors(hash_batch(columns, plans, n, signed))
 
     return vector_arrow_udf(spark, feature_hash, VectorUDT())
 
@@ -578,7 +689,8 @@ class FeatureHasher(ReadableRepr, Transformer, HasInputCols, HasOutputCol, HasNu
                 col = col.cast("string")
             args.append(col.alias(f"c{i}"))
         udf = _make_udf(dataset.sparkSession, plans, n, self.getSigned())
-        feature = udf(F.struct(*args)).alias(out, metadata={"ml_attr": {"num_attrs": n}})
+        # one UDF argument per column: a struct() argument costs the JVM a row copy per row
+        feature = udf(*args).alias(out, metadata={"ml_attr": {"num_attrs": n}})
         return dataset.select("*", feature)
 
     def _repr_fields(self):
