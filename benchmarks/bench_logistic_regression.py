@@ -20,20 +20,35 @@ objective values (the same objective function) and both iteration counts.  A rat
 compares like with like only at the same objective: a row where ours stopped more than
 1e-6 (relative) above MLlib's objective is marked ``*``.
 
+Sizes (``--size``): "full" is the targets' size (Fashion-MNIST 60,000 rows, dense
+1,000,000 x 100, all flights); "small" (about 2 minutes in all) takes 10,000 Fashion-MNIST
+rows, dense 200,000 x 100 and 100,000 flights.  ``--rows`` overrides the dense rows.
+
+Report rows (``benchmarks/harness.py`` ``result_row``, one per case and solver, anchor MLlib
+LogisticRegression, check "objective rel diff X"): targets 0.5 (dense), 0.3 (flights), 0.2
+(fmnist) for the allreduce/auto rows and 1.0 for the mapreduce rows.
+
     .venv/bin/python benchmarks/bench_logistic_regression.py [--cases fmnist,dense,flights]
-        [--solvers mapreduce,auto] [--rows 1000000] [--cols 100] [--json out.json]
+        [--solvers mapreduce,allreduce] [--size small|full] [--rows N] [--cols 100] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.harness import add_report_args, result_row, write_rows  # noqa: E402
+
 CASES = ("fmnist", "dense", "flights")
+#: Largest ratio ours / MLlib promised per case for the allreduce (and auto) solver; the
+#: mapreduce solver's target is :data:`MAPREDUCE_TARGET` on every case.
+ALLREDUCE_TARGETS = {"fmnist": 0.2, "dense": 0.5, "flights": 0.3}
+MAPREDUCE_TARGET = 1.0
+#: Rows of each case at ``--size small`` (None: all).
+SMALL = {"fmnist": 10_000, "dense": 200_000, "flights": 100_000}
 #: Relative objective gap above which a row is flagged (the ratio then compares
 #: fits that stopped at different objective values).
 OBJECTIVE_RTOL = 1e-6
@@ -60,11 +75,12 @@ def _ours(params, solver):
     return est
 
 
-def run_case(name, df, params, solvers, quiet=False):
+def run_case(name, df, params, solvers, quiet=False, case=None):
     """Fit MLlib once and ours once per solver on ``df``; print one row per solver.
 
-    ``solvers`` is a list of solver names, or ``[None]`` to fit ours as it is.
-    Returns a list of result dicts."""
+    ``solvers`` is a list of solver names, or ``[None]`` to fit ours as it is.  Returns one
+    :func:`benchmarks.harness.result_row` per solver (target from ``case``, a key of
+    :data:`ALLREDUCE_TARGETS`)."""
     from pyspark.ml.classification import LogisticRegression as MLlibLR
 
     t_ml, ref = _fit(MLlibLR(**params), df)
@@ -83,13 +99,15 @@ def run_case(name, df, params, solvers, quiet=False):
                 f"{f_ours:>14.8f} {f_ml:>14.8f} {it_ours:>7d} {it_ml:>6d}",
                 flush=True,
             )
-        rows.append({
-            "case": name, "solver": solver, "params": params,
-            "ours_s": t_ours, "mllib_s": t_ml, "ratio": t_ours / t_ml,
-            "ours_objective": f_ours, "mllib_objective": f_ml, "objective_rel_gap": gap,
-            "same_objective": bool(gap <= OBJECTIVE_RTOL),
-            "ours_iterations": it_ours, "mllib_iterations": it_ml,
-        })
+        if solver == "mapreduce":
+            target = MAPREDUCE_TARGET
+        else:
+            target = ALLREDUCE_TARGETS.get(case)
+        rows.append(result_row(
+            f"{name} [{solver or '-'}]", t_ours, anchor="MLlib LogisticRegression", anchor_s=t_ml, target=target,
+            check=f"objective rel diff {gap:.2e}", check_ok=bool(gap <= OBJECTIVE_RTOL),
+            solver=solver, params=params, ours_objective=f_ours, mllib_objective=f_ml,
+            ours_iterations=it_ours, mllib_iterations=it_ml))
     return rows
 
 
@@ -100,13 +118,15 @@ def cache_count(df):
     return df, n
 
 
-def fmnist_frame(spark, partitions, path):
+def fmnist_frame(spark, partitions, path, limit=None):
     from pyspark.ml.functions import array_to_vector, vector_to_array
     from pyspark.sql import functions as F
 
     from sparkml_scale.datasets import FASHION_MNIST_PATH, load_fashion_mnist
 
     df = load_fashion_mnist(spark, path=path or FASHION_MNIST_PATH, labels=True)
+    if limit:
+        df = df.limit(limit)
     scaled = F.transform(vector_to_array("features"), lambda x: x / 255.0)
     # the Parquet copy is one split: spread the rows over the cores
     return df.select(array_to_vector(scaled).alias("features"), "label").repartition(partitions)
@@ -127,13 +147,15 @@ def dense_frame(spark, n, d, partitions):
     ).select(array_to_vector("a").alias("features"), "label")
 
 
-def flights_frame(spark, partitions):
+def flights_frame(spark, partitions, limit=None):
     from pyspark.sql import functions as F
 
     from sparkml_scale.datasets import load_flights
     from sparkml_scale.feature import FeatureHasher
 
     fl = load_flights(spark).withColumn("label", (F.col("arr_delay") > 15).cast("double")).na.drop(subset=["label"])
+    if limit:
+        fl = fl.limit(limit)
     fh = FeatureHasher(inputCols=["carrier", "origin", "dest", "month", "day_of_week", "hour", "distance"],
                        categoricalCols=["month", "day_of_week", "hour"], outputCol="features")
     return fh.transform(fl).select("features", "label").repartition(partitions)
@@ -142,14 +164,16 @@ def flights_frame(spark, partitions):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
-    ap.add_argument("--solvers", default="mapreduce,auto",
+    ap.add_argument("--solvers", default="mapreduce,allreduce",
                     help="comma list of values for our 'solver' param (auto, mapreduce, allreduce)")
-    ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the dense case")
+    ap.add_argument("--rows", type=int, default=None, help="rows of the dense case (default: by --size)")
     ap.add_argument("--cols", type=int, default=100, help="columns of the dense case")
     ap.add_argument("--partitions", type=int, default=None, help="input partitions (default: the cores)")
     ap.add_argument("--fmnist-path", default=None, help="folder of the Fashion-MNIST idx files")
-    ap.add_argument("--json", default=None, help="write the result rows to this file as a JSON list")
+    add_report_args(ap)
     args = ap.parse_args(argv)
+    small = args.size == "small"
+    rows = args.rows or (SMALL["dense"] if small else 1_000_000)
 
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(cases) - set(CASES))
@@ -186,32 +210,31 @@ def main(argv=None):
     results = []
     for case in cases:
         if case == "fmnist":
-            df, n = cache_count(fmnist_frame(spark, parts, args.fmnist_path))
+            df, n = cache_count(fmnist_frame(spark, parts, args.fmnist_path, SMALL["fmnist"] if small else None))
             name = f"fmnist {n:,} x 784"
             params = dict(family="multinomial", maxIter=50, regParam=1e-3)
         elif case == "dense":
-            df, n = cache_count(dense_frame(spark, args.rows, args.cols, parts))
+            df, n = cache_count(dense_frame(spark, rows, args.cols, parts))
             name = f"dense {n:,} x {args.cols}"
             params = dict(family="binomial", maxIter=100, regParam=1e-3)
         else:
-            df, n = cache_count(flights_frame(spark, parts))
-            name = "flights 2^18 hashed"
+            df, n = cache_count(flights_frame(spark, parts, SMALL["flights"] if small else None))
+            name = f"flights {n:,} x 2^18 hashed"
             params = dict(family="binomial", maxIter=100, regParam=1e-4)
-        for row in run_case(name, df, params, solvers):
-            row.update(rows=n, partitions=df.rdd.getNumPartitions())
+        for row in run_case(name, df, params, solvers, case=case):
+            row.update(rows=n, partitions=parts)
             results.append(row)
         df.unpersist()
 
-    if any(not r["same_objective"] for r in results):
+    if any(r["check_ok"] is False for r in results):
         print(f"* ours stopped more than {OBJECTIVE_RTOL:g} (relative) above MLlib's objective: "
               f"the ratio compares fits to different objective values, not the time to the same objective")
+    write_rows(args.json, results)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
         print(f"wrote {len(results)} rows to {args.json}")
     spark.stop()
     return results
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -205,3 +205,69 @@ def test_glmnet_reference_values(spark, solver):
         [[-0.38023389305, -0.01226499932], [-8.164030176e-05, 4.734548012e-02], [0.3803155334, -0.0350804808]],
         rtol=1e-5, atol=1e-8,
     )
+
+
+# ---------------------------------------------------------------- the direct allreduce path
+@pytest.fixture
+def no_blocks(monkeypatch):
+    """Fail any fit that builds the cached block table (the direct path must not)."""
+    import sparkml_scale.core.blocks as blocks
+
+    def refuse(*a, **k):
+        raise AssertionError("make_blocks called: the direct allreduce path must read the input partitions")
+
+    monkeypatch.setattr(blocks, "make_blocks", refuse)
+
+
+@pytest.mark.connect
+def test_direct_allreduce_matches_mapreduce_weighted_binomial(spark, cancer_df, request):
+    kw = dict(regParam=0.01, weightCol="w", tol=1e-10, maxIter=500)
+    mr = LogisticRegression(solver="mapreduce", **kw).fit(cancer_df)
+    request.getfixturevalue("no_blocks")
+    ar = LogisticRegression(solver="allreduce", **kw).fit(cancer_df)
+    auto = LogisticRegression(**kw).fit(cancer_df)  # local[2]: auto takes the direct path too
+    assert ar.summary.solverUsed == auto.summary.solverUsed == "allreduce"
+    assert ar.summary.numInstances == mr.summary.numInstances == cancer_df.count()
+    np.testing.assert_allclose(_coefs(ar), _coefs(mr), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_coefs(auto), _coefs(mr), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ar.summary.objectiveHistory[-1], mr.summary.objectiveHistory[-1], rtol=1e-9)
+
+
+def test_direct_allreduce_multinomial_and_sparse(spark, iris_df, no_blocks):
+    kw = dict(regParam=0.01, weightCol="w", tol=1e-10, maxIter=300)
+    ar = LogisticRegression(solver="allreduce", **kw).fit(iris_df)
+    assert ar.numClasses == 3 and ar.summary.solverUsed == "allreduce"
+    X, y = _load("digits")
+    X = np.where(X[:300] > 10, X[:300], 0.0)  # under half full: read as CSR
+    y = y[:300]
+    sdf = vector_frame(spark, X, y % 3, sparse=True, parts=3)
+    kw2 = dict(regParam=0.05, tol=1e-10, maxIter=200)
+    ars = LogisticRegression(solver="allreduce", **kw2).fit(sdf)
+    assert ars.numClasses == 3
+    dense = vector_frame(spark, X, y % 3, parts=3)
+    ard = LogisticRegression(solver="allreduce", **kw2).fit(dense)
+    np.testing.assert_allclose(_coefs(ars), _coefs(ard), rtol=1e-6, atol=1e-6)
+
+
+def test_direct_allreduce_bad_rows_raise_on_the_driver(spark, no_blocks):
+    X = np.array([[0.0, 1.0], [1.0, 0.5], [2.0, 1.5], [3.0, 0.0]])
+    y = np.array([0.0, 1.0, 0.0, 1.0])
+    lr = LogisticRegression(solver="allreduce", maxIter=5)
+    nan = X.copy()
+    nan[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"column 'features' \(featuresCol\) holds 1 NaN"):
+        lr.fit(vector_frame(spark, nan, y))
+    with pytest.raises(ValueError, match=r"column 'label' \(labelCol\) holds 1 value\(s\) that are not class"):
+        lr.fit(vector_frame(spark, X, np.array([0.0, 1.0, 2.5, 1.0])))
+    with pytest.raises(ValueError, match="holds only label 0"):
+        lr.fit(vector_frame(spark, X, np.zeros(4)))
+    with pytest.raises(ValueError, match=r"column 'weight' \(weightCol\) holds 1 null, NaN"):
+        LogisticRegression(solver="allreduce", maxIter=5, weightCol="weight").fit(
+            vector_frame(spark, X, y, np.array([1.0, -1.0, 1.0, 1.0])))
+    schema = T.StructType([T.StructField("features", VectorUDT()), T.StructField("label", T.DoubleType())])
+    nulls = spark.createDataFrame([(Vectors.dense([0.0, 1.0]), 0.0), (None, 1.0), (Vectors.dense([1.0, 0.0]), 1.0)],
+                                  schema)
+    from sparkml_scale.core.arrow import VectorColumnError
+
+    with pytest.raises(VectorColumnError, match="holds 1 null vector"):
+        lr.fit(nulls)

@@ -37,6 +37,8 @@ def scatter_partial(d: int):
                 continue
             if sp.issparse(X):
                 S += np.asarray((X.T @ sp.diags(w) @ X).todense())
+            elif np.all(w == 1.0):
+                S += X.T @ X  # numpy computes this product by a symmetric rank-k update: half the work
             else:
                 S += X.T @ (X * w[:, None])
         return [S]

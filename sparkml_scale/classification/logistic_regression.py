@@ -14,10 +14,18 @@ variance get zero coefficients.  Multinomial results are reported as MLlib does:
 centred to mean 0 and, without regularization, coefficients centred across classes (glmnet).
 
 Solvers (param ``solver``): L-BFGS-B (:mod:`sparkml_scale.core.optim.lbfgs`) with one Spark
-job per evaluation (``"mapreduce"``) or one barrier stage iterating with allreduce
-(``"allreduce"``; ``"auto"`` picks it when the cluster's slots and memory allow), or
+job per evaluation over cached numpy blocks (``"mapreduce"``) or one barrier stage iterating with
+allreduce (``"allreduce"``; ``"auto"`` picks it when the cluster's slots and memory allow,
+judged from a row count per input partition and the vector size, without reading the
+features), or
 mini-batch AdaGrad with parameter mixing (``"sgd"``, :mod:`sparkml_scale.core.optim.sgd`),
-which also powers ``LogisticRegressionModel.partialFit``.  Data path, checks and transform
+which also powers ``LogisticRegressionModel.partialFit``.  The allreduce fit reads the input
+partitions straight into its barrier tasks (no cached block table, no second transfer): each
+task converts its rows once (``clean_blocks``), the statistics (bad-row counts, class totals,
+feature moments, the correlation matrix of the full preconditioner) are summed by allreduce,
+every rank makes the driver's checks and builds the same objective, and L-BFGS runs in the
+same stage; with bad rows no rank optimises and the driver raises the usual error
+(:meth:`~sparkml_scale.core.stage.TrainingData.minimize_direct`).  Data path, checks and transform
 come from the template (:mod:`sparkml_scale.core.stage`); this file holds the params, the
 problem set-up and the model.
 
@@ -300,27 +308,30 @@ class LogisticRegression(_LogisticRegressionParams, VectorEstimator):
             raise ValueError(f"column {self.getLabelCol()!r} (labelCol) holds only label {only}: logistic "
                              "regression needs two classes or more")
 
+    def _supports_direct(self) -> bool:
+        return self.getSolver() in ("auto", "allreduce") and self._class_limit is None
+
     def _solve(self, data: TrainingData) -> _Fit:
+        if data.direct:  # statistics, checks, set-up and L-BFGS in one barrier stage
+            log.info("LogisticRegression: solver allreduce (%s)", data.execution.reason)
+            (coef, intercept), history, nit, nfev, backend = data.minimize_direct(
+                _DirectProblem(_picklable(self), data.cols))
+            log.info("LogisticRegression: %d iterations, %d evaluations", nit, nfev)
+            multinomial, num_classes, _ = _family(self, data.stats)
+            return _Fit(coef, intercept, multinomial, num_classes, history, data.stats.count, "allreduce", backend)
         stats = data.stats
-        present = np.flatnonzero(stats.label_counts > 0)
-        num_classes = max(int(present[-1]) + 1, 2)
-        family = self.getFamily()
-        multinomial = family == "multinomial" or (family == "auto" and num_classes > 2)
-        K = num_classes if multinomial else 1
+        multinomial, num_classes, K = _family(self, stats)
         solver = data.execution.kind
-        scatter = None
-        if solver != "sgd" and self.getMaxIter() > 0 and wants_correlation(self, K, stats.num_features):
-            scatter = data.aggregate(scatter_partial(stats.num_features), step="feature correlation pass")[0]
-        obj = build_objective(self, stats, K, num_classes, scatter)
-        loss = loss_for(obj.multinomial)
         log.info("LogisticRegression: solver %s (%s)", solver, data.execution.reason)
         if solver == "sgd":
+            obj = build_objective(self, stats, K, num_classes, None)
             sgd = SGDState.from_objective(obj)
-            history = data.sgd(sgd, loss.sums, self.getEpochs(), self.getBatchSize(), self.getStepSize(),
-                               self.getSeed())
+            history = data.sgd(sgd, loss_for(obj.multinomial).sums, self.getEpochs(), self.getBatchSize(),
+                               self.getStepSize(), self.getSeed())
             coef, intercept = sgd.params()
             return _Fit(coef, intercept, multinomial, num_classes, history, stats.count, solver, sgd=sgd)
-        x, history, nit, nfev, backend = data.minimize(obj, loss.sums)
+        obj, block_sums = _setup(self, stats, lambda fn: data.aggregate(fn, step="feature correlation pass"))
+        x, history, nit, nfev, backend = data.minimize(obj, block_sums)
         log.info("LogisticRegression: %d iterations, %d evaluations", nit, nfev)
         coef, intercept = obj.finish(x)
         return _Fit(coef, intercept, multinomial, num_classes, history, stats.count, solver, backend)
@@ -339,6 +350,72 @@ class LogisticRegression(_LogisticRegressionParams, VectorEstimator):
             dataset=dataset, labelCol=self.getLabelCol(), weightCol=self._weight_col(),
             numClasses=fit.num_classes if fit.multinomial else 2, solverUsed=fit.solver,
             allreduceBackend=fit.backend)
+
+def _family(est, stats):
+    """``(multinomial, num_classes, K)`` of a fit from its class totals (``K``: rows of the
+    coefficient matrix, 1 for binomial)."""
+    present = np.flatnonzero(stats.label_counts > 0)
+    num_classes = max(int(present[-1]) + 1, 2)
+    family = est.getFamily()
+    multinomial = family == "multinomial" or (family == "auto" and num_classes > 2)
+    return multinomial, num_classes, (num_classes if multinomial else 1)
+
+
+def _setup(est, stats, aggregate):
+    """``(LBFGSObjective, block_sums)`` of an L-BFGS fit from the statistics;
+    ``aggregate(partial)`` sums a partial over the data (the feature scatter matrix, one pass,
+    when the full preconditioner is wanted)."""
+    _, num_classes, K = _family(est, stats)
+    scatter = None
+    if est.getMaxIter() > 0 and wants_correlation(est, K, stats.num_features):
+        scatter = aggregate(scatter_partial(stats.num_features))[0]
+    obj = build_objective(est, stats, K, num_classes, scatter)
+    return obj, loss_for(obj.multinomial).sums
+
+
+class _ArrayView:
+    def __init__(self, a):
+        self._a = np.array(a, dtype=np.float64)
+
+    def toArray(self) -> np.ndarray:
+        return self._a
+
+
+class _InitialArrays:
+    """A warm-start model reduced to its arrays (picklable, for the barrier tasks)."""
+
+    def __init__(self, m):
+        self.coefficientMatrix = _ArrayView(m.coefficientMatrix.toArray())
+        self.interceptVector = _ArrayView(m.interceptVector.toArray())
+
+
+def _picklable(est: "LogisticRegression") -> "LogisticRegression":
+    """A copy of ``est`` that pickles (the warm-start model reduced to its arrays)."""
+    c = est.copy()
+    if est._initial_model is not None:
+        c._initial_model = _InitialArrays(est._initial_model)
+    return c
+
+
+class _DirectProblem:
+    """The logistic-regression problem as the barrier tasks of the direct allreduce path build it
+    (:meth:`~sparkml_scale.core.stage.TrainingData.minimize_direct`): ``check`` = the driver's
+    checks of the cached-blocks path, ``setup`` = :func:`_setup`."""
+
+    def __init__(self, est: "LogisticRegression", cols):
+        self.est = est
+        self.cols = cols
+        self.max_iter = est.getMaxIter()
+
+    def check(self, stats) -> None:
+        from ..core.training import BadRows
+
+        BadRows.raise_for(stats.meta, self.cols)
+        self.est._check_stats(stats)
+
+    def setup(self, stats, aggregate):
+        return _setup(self.est, stats, aggregate)
+
 
 class SGDLogisticRegression(LogisticRegression):
     """``LogisticRegression`` trained by mini-batch AdaGrad SGD (``solver='sgd'`` by default).

@@ -28,7 +28,7 @@ from .faults import maybe_fail
 from .mapreduce import _partition_id, _run, decode_arrays, encode_arrays, reduce_partials
 from .training import BadRows, TrainingColumns, clean_blocks
 
-__all__ = ["make_blocks", "iter_blocks", "TrainingBlocks", "BlockStats"]
+__all__ = ["make_blocks", "iter_blocks", "TrainingBlocks", "BlockStats", "StatsAccumulator", "load_partition"]
 
 BLOCK_SCHEMA = "kind tinyint, pid bigint, payload binary"
 _BLOCK_ARROW = pa.schema([("kind", pa.int8()), ("pid", pa.int64()), ("payload", pa.binary())])
@@ -103,6 +103,92 @@ class BlockStats:
         self.std = np.sqrt(np.maximum(var, 0.0))
 
 
+class StatsAccumulator:
+    """The partial :class:`BlockStats` of one partition, summed block by block while its rows are
+    read (executor side; shared by :func:`make_blocks` and :func:`load_partition`).
+
+    :meth:`blocks` wraps :func:`~sparkml_scale.core.training.clean_blocks` over the Arrow batches
+    of :meth:`TrainingColumns.select`'s columns and yields ``(X, y, w)`` with ``y`` ``(m,)``
+    zeros without a label column and ``w`` ``(m,)`` ones without a weight column; :meth:`arrays`
+    gives ``[meta (BadRows.SIZE,), extra (3,), s1 (d,), s2 (d,), label_counts (K,)]`` float64,
+    which add up over partitions and make a :class:`BlockStats`.
+    """
+
+    def __init__(self, cols: TrainingColumns):
+        d = cols.size
+        self.cols = cols
+        self.classes = cols.labels == "classes"
+        self.meta = BadRows.new()
+        self.extra = np.zeros(3)  # sum w^2, stored values, sparse blocks
+        self.s1, self.s2 = np.zeros(d), np.zeros(d)
+        self.counts = np.zeros(cols.num_classes if self.classes else 1)
+
+    def add(self, X: Block, w: np.ndarray) -> None:
+        """Add one block's weighted sums (``X`` ``(m, d)`` ndarray or CSR, ``w`` ``(m,)``)."""
+        extra = self.extra
+        extra[0] += w @ w
+        if sp.issparse(X):
+            extra[1] += X.nnz
+            extra[2] += 1
+            self.s1 += X.T @ w
+            self.s2 += X.multiply(X).T @ w
+        else:
+            extra[1] += X.size
+            self.s1 += w @ X
+            self.s2 += w @ (X * X)
+
+    def blocks(self, batches: Iterator[pa.RecordBatch]) -> Iterator[Tuple[Block, np.ndarray, np.ndarray]]:
+        for X, y, w in clean_blocks(batches, self.cols, self.meta, need_weights=True,
+                                    class_counts=self.counts if self.classes else None):
+            if y is None:
+                y = np.zeros(X.shape[0])
+            self.add(X, w)
+            yield X, y, w
+
+    def arrays(self) -> List[np.ndarray]:
+        return [self.meta, self.extra, self.s1, self.s2, self.counts]
+
+
+#: :func:`load_partition` stacks consecutive Arrow batches until a block has this many rows.
+MIN_BLOCK_ROWS = 8192
+
+
+def _stack(group):
+    if len(group) == 1:
+        return group[0]
+    Xs = [g[0] for g in group]
+    if any(sp.issparse(X) for X in Xs):
+        X = sp.vstack([sp.csr_matrix(X) for X in Xs], format="csr")
+    else:
+        X = np.vstack(Xs)
+    return X, np.concatenate([g[1] for g in group]), np.concatenate([g[2] for g in group])
+
+
+def load_partition(batches: Iterator[pa.RecordBatch], cols: TrainingColumns
+                   ) -> Tuple[List[Tuple[Block, np.ndarray, np.ndarray]], List[np.ndarray]]:
+    """Read one partition's training rows straight from its Arrow batches (executor side, e.g.
+    a barrier task): ``(blocks, partial statistics)``.
+
+    ``blocks``: a list of ``(X, y, w)``, ``X`` ``(m, d)`` float64 ndarray (views of the Arrow
+    buffers where possible), or CSR when the column is read sparse, ``y``/``w`` ``(m,)`` float64
+    (zeros/ones without a label/weight column); consecutive small batches are stacked into
+    blocks of at least :data:`MIN_BLOCK_ROWS` rows.  The statistics as
+    :meth:`StatsAccumulator.arrays` (summed over partitions they make a :class:`BlockStats`;
+    bad rows are counted, never raised).
+    """
+    acc = StatsAccumulator(cols)
+    out, group, rows = [], [], 0
+    for X, y, w in acc.blocks(batches):
+        group.append((X, y, w))
+        rows += X.shape[0]
+        if rows >= MIN_BLOCK_ROWS:
+            out.append(_stack(group))
+            group, rows = [], 0
+    if group:
+        out.append(_stack(group))
+    return out, acc.arrays()
+
+
 class TrainingBlocks:
     """Cached blocks (``df``: one binary row per block) and their :class:`BlockStats`."""
 
@@ -132,31 +218,14 @@ def make_blocks(df, cols: TrainingColumns, depth: int = 2, block_bytes: int = 0)
     block_bytes = int(block_bytes) if block_bytes and block_bytes > 0 else BLOCK_BYTES
     d = cols.size
     K = cols.num_classes if cols.labels == "classes" else 1
-    classes = cols.labels == "classes"
 
     def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         maybe_fail("blocks.build")
-        meta = BadRows.new()
-        extra = np.zeros(3)  # sum w^2, stored values, sparse blocks
-        s1, s2 = np.zeros(d), np.zeros(d)
-        counts = np.zeros(K)
-        for X, y, w in clean_blocks(batches, cols, meta, need_weights=True,
-                                    class_counts=counts if classes else None):
-            if y is None:
-                y = np.zeros(X.shape[0])
-            extra[0] += w @ w
-            if sp.issparse(X):
-                extra[1] += X.nnz
-                extra[2] += 1
-                s1 += X.T @ w
-                s2 += X.multiply(X).T @ w
-            else:
-                extra[1] += X.size
-                s1 += w @ X
-                s2 += w @ (X * X)
+        acc = StatsAccumulator(cols)
+        for X, y, w in acc.blocks(batches):
             for s, e in _chunks(X, block_bytes):
                 yield _row(0, 0, _encode_block(X[s:e], y[s:e], w[s:e]))
-        yield _row(1, _partition_id(), encode_arrays([meta, extra, s1, s2, counts]))
+        yield _row(1, _partition_id(), encode_arrays(acc.arrays()))
 
     cached = cols.select(df).mapInArrow(to_blocks, BLOCK_SCHEMA).persist()
     heads = cached.filter("kind = 1").select("pid")

@@ -11,7 +11,11 @@ its math as hooks; the template owns the rest, in this order (after spark-rapids
       hook                   _check_features(d)
       training input         _input = "blocks": cached numpy blocks + statistics (core.blocks),
                              bad rows raised once (core.training.BadRows); "passes": nothing
-                             cached, the solver asks for one-pass statistics
+                             cached, the solver asks for one-pass statistics; "blocks" stages
+                             whose _supports_direct() is true skip the blocks when the solver
+                             is allreduce (explicit, or auto's choice): TrainingData.direct,
+                             statistics, checks and L-BFGS in one barrier stage over the input
+                             partitions (_direct_execution, TrainingData.minimize_direct)
       hook                   _check_stats(stats)               ("blocks" only)
       execution              _execution(stats): mapreduce / allreduce from the slots and
                              memory of the cluster (core.cluster.choose_execution)
@@ -113,13 +117,17 @@ class TrainingData:
     """
 
     def __init__(self, df, cols: TrainingColumns, depth: int, blocks=None, execution: Optional[Execution] = None,
-                 progress: Optional[FitProgress] = None):
+                 progress: Optional[FitProgress] = None, direct: bool = False, num_partitions: Optional[int] = None):
         self._df = df
         self.cols = cols
         self.depth = depth
         self._blocks = blocks
         self.stats = blocks.stats if blocks is not None else None
         self.execution = execution
+        #: ``True``: the direct allreduce path (no cached blocks; ``stats`` is ``None`` until
+        #: :meth:`minimize_direct` has run), see :meth:`VectorEstimator._direct_execution`.
+        self.direct = direct
+        self._num_partitions = num_partitions
         #: The fit's :class:`~sparkml_scale.core.progress.FitProgress`: every method below names its
         #: Spark jobs through it; solvers add a bar (``progress.bar``/``advance``) for their loops.
         self.progress = progress if progress is not None else FitProgress(None, "", enabled=False)
@@ -208,6 +216,24 @@ class TrainingData:
         x, history, nit, nfev = minimize_mapreduce(self, objective, block_sums, on_iteration)
         return x, history, nit, nfev, None
 
+    def minimize_direct(self, problem):
+        """Statistics, checks and L-BFGS in one barrier stage over the input partitions
+        (:func:`~sparkml_scale.core.optim.lbfgs.minimize_direct`; ``direct`` data only).
+        ``problem``: picklable, ``check(stats)`` raising the driver's ``ValueError`` for bad input
+        and ``setup(stats, aggregate) -> (LBFGSObjective, block_sums)``.  Sets ``stats`` (a
+        :class:`~sparkml_scale.core.blocks.BlockStats`) and returns ``((coef (K, d), intercept
+        (K,)), history, iterations, evaluations, backend)``; raises ``problem.check``'s error."""
+        from .optim.lbfgs import minimize_direct
+
+        progress = self.progress
+        world = self.execution.world
+        progress.step(f"reading rows and L-BFGS in one barrier stage of {world} tasks")
+        progress.bar("L-BFGS", total=max(int(getattr(problem, "max_iter", 0)), 1), unit="it")
+        stats, result, history, nit, nfev, backend = minimize_direct(
+            self.cols.select(self._df), self.cols, problem, world, self._num_partitions, progress=progress.channel())
+        self.stats = stats
+        return result, history, nit, nfev, backend
+
     def sgd(self, state, block_sums, epochs: int, batch_size: int, step: float, seed: int) -> List[float]:
         """Train ``state`` (:class:`~sparkml_scale.core.optim.sgd.SGDState`) in place by
         AdaGrad with parameter mixing, one Spark job per epoch; returns the loss per epoch."""
@@ -254,6 +280,11 @@ class VectorEstimator(ReadableRepr, RecordsLineage, StageParams, Estimator, Para
     def _solve(self, data: TrainingData) -> Any:
         raise NotImplementedError
 
+    def _supports_direct(self) -> bool:
+        """Hook (``_input = "blocks"``): whether :meth:`_solve` handles ``TrainingData.direct``
+        (L-BFGS in one barrier stage straight from the input partitions; default: no)."""
+        return False
+
     def _create_model(self, result: Any) -> Model:
         raise NotImplementedError
 
@@ -279,6 +310,43 @@ class VectorEstimator(ReadableRepr, RecordsLineage, StageParams, Estimator, Para
             return Execution(solver, 0, f"solver={solver!r}")
         per_row = (stats.nnz / max(stats.count, 1)) * 12.0 if stats.sparse else stats.num_features * 8.0
         return choose_execution(spark, solver, stats.num_partitions, per_row, stats.count)
+
+    def _direct_execution(self, dataset, cols: TrainingColumns,
+                          progress: Optional[FitProgress] = None) -> Optional[Tuple[Execution, Optional[int]]]:
+        """``(allreduce Execution, input partitions)`` when this fit runs straight from the input
+        partitions (no cached block table), else ``None`` (the cached-blocks path).
+
+        Only for stages whose :meth:`_supports_direct` is true and ``solver`` ``"allreduce"`` or
+        ``"auto"``.  One light Spark job counts the rows of every input partition
+        (:func:`~sparkml_scale.core.allreduce.partition_rows`: no feature crosses to Python), so
+        the barrier stage runs on the input partitions as they are when there are no more of them
+        than task slots and the plan passes Spark's barrier check
+        (:func:`~sparkml_scale.core.allreduce.barrier_safe`; else they are repartitioned to the
+        slots).  ``"auto"`` decides with
+        :func:`~sparkml_scale.core.cluster.choose_execution` from that row count and an
+        estimate of a row's bytes (``8 d`` dense; sparse: 12 bytes per stored value of the first
+        row, at least 1): the direct path when it says allreduce, else ``None`` (then the blocks
+        path decides again from the exact statistics).  ``ValueError`` as
+        ``choose_execution`` (e.g. ``"allreduce"`` without known task slots)."""
+        from .allreduce import barrier_safe, partition_rows
+
+        solver = self.getOrDefault("solver") if self.hasParam("solver") else "auto"
+        if solver not in ("auto", "allreduce") or not self._supports_direct():
+            return None
+        if progress is not None:
+            progress.step("counting the rows of the input partitions")
+        rows = partition_rows(dataset)
+        nparts = len(rows)
+        if cols.dense:
+            per_row = cols.size * 8.0
+        else:
+            per_row = max(int(cols.first_nnz or 1), 1) * 12.0
+        execution = choose_execution(dataset.sparkSession, solver, max(nparts, 1), per_row, int(sum(rows)))
+        if execution.kind != "allreduce":
+            return None
+        if not barrier_safe(dataset):  # e.g. coalesce(): the barrier stage needs a shuffle first
+            return Execution("allreduce", execution.world, execution.reason + ", input repartitioned"), None
+        return Execution("allreduce", execution.world, execution.reason + ", read straight from the input"), nparts
 
     def _block_bytes(self) -> int:
         if self.hasParam("maxBlockSizeInMB"):
@@ -308,6 +376,10 @@ class VectorEstimator(ReadableRepr, RecordsLineage, StageParams, Estimator, Para
         self._check_features(cols.size)
         if self._input != "blocks":
             return TrainingData(dataset, cols, self._depth(), progress=progress)
+        direct = self._direct_execution(dataset, cols, progress)
+        if direct is not None:
+            return TrainingData(dataset, cols, self._depth(), execution=direct[0], progress=progress, direct=True,
+                                num_partitions=direct[1])
         if progress is not None:
             progress.step("checking rows and caching training blocks")
         blocks = make_blocks(dataset, cols, depth=self._depth(), block_bytes=self._block_bytes())

@@ -47,6 +47,11 @@ def probe_vectors(df, features_col: str) -> Tuple[bool, Optional[int], Optional[
     is no non-null row) and the first vector as a float64 array when it is read dense (else
     ``None``).
     """
+    return _probe(df, features_col)[:3]
+
+
+def _probe(df, features_col: str):
+    """:func:`probe_vectors` plus the first vector's stored values (``None`` without a row)."""
     from pyspark.ml.linalg import DenseVector
 
     from .schema import col
@@ -54,10 +59,11 @@ def probe_vectors(df, features_col: str) -> Tuple[bool, Optional[int], Optional[
     c = col(features_col)
     first = df.select(c).filter(c.isNotNull()).limit(1).collect()
     if not first:
-        return True, None, None
+        return True, None, None, None
     v = first[0][0]
     dense = isinstance(v, DenseVector) or v.numNonzeros() > DENSE_MIN_FILL * v.size
-    return dense, int(v.size), (v.toArray().astype(np.float64) if dense else None)
+    nnz = int(v.size) if isinstance(v, DenseVector) else len(v.indices)
+    return dense, int(v.size), (v.toArray().astype(np.float64) if dense else None), nnz
 
 
 def vector_input(features_col: str, dense: bool):
@@ -142,10 +148,12 @@ class TrainingColumns:
     dense: bool = True
     size: Optional[int] = None
     first: Optional[np.ndarray] = None
+    #: Stored values of the first vector (its size when dense), from :meth:`probe`.
+    first_nnz: Optional[int] = None
 
     def probe(self, df) -> "TrainingColumns":
         """Read the first vector (one tiny Spark job); ``ValueError`` when there is none."""
-        self.dense, self.size, self.first = probe_vectors(df, self.features)
+        self.dense, self.size, self.first, self.first_nnz = _probe(df, self.features)
         if self.size is None:
             raise ValueError(f"column {self.features!r} ({self.features_param}): the DataFrame is empty "
                              "(no row with a non-null vector)")

@@ -20,7 +20,8 @@ import scipy.sparse as sp
 from ..allreduce import run_barrier
 from ..blocks import iter_blocks
 
-__all__ = ["LBFGSObjective", "cholesky_start", "minimize_mapreduce", "minimize_allreduce", "concat_blocks",
+__all__ = ["LBFGSObjective", "cholesky_start", "minimize_mapreduce", "minimize_allreduce", "minimize_direct",
+           "concat_blocks",
            "STOP_WINDOW"]
 
 log = logging.getLogger(__name__)
@@ -320,3 +321,88 @@ def minimize_allreduce(blocks_df, obj: LBFGSObjective, block_sums, world: int, n
     log.info("L-BFGS allreduce: %d tasks, backend %s, load %.2f s, total %.2f s",
              world, _BACKENDS[int(info[2])], info[3], info[4])
     return x, list(history), int(info[0]), int(info[1]), _BACKENDS[int(info[2])]
+
+
+def minimize_direct(df, cols, problem, world: int, num_partitions: Optional[int],
+                    progress: Optional[str] = None):
+    """Statistics, checks, problem set-up and L-BFGS in ONE barrier stage over the input rows.
+
+    ``df``: the training columns as :meth:`~sparkml_scale.core.training.TrainingColumns.select`
+    gives them (``cols``, probed), in ``num_partitions`` partitions (``None``: unknown, then
+    they are repartitioned to ``world``).  Every one of the ``world`` barrier tasks reads its
+    partition's Arrow batches once (:func:`~sparkml_scale.core.blocks.load_partition`: rows
+    checked by ``clean_blocks``, kept as numpy blocks of at least 8192 rows, partial
+    statistics on the way), then
+
+    1. allreduces the partial statistics: every rank holds the same
+       :class:`~sparkml_scale.core.blocks.BlockStats` (bad-row counts, weight sums, class
+       totals, feature moments) as :func:`~sparkml_scale.core.blocks.make_blocks` would give;
+    2. ``problem.check(stats)`` (the driver's checks: ``BadRows.raise_for``, ``_check_stats``);
+       when it raises ``ValueError``, nothing is optimised and the ranks return the statistics
+       (and the message), so the driver raises the same clear error;
+    3. ``problem.setup(stats, aggregate)`` -> ``(objective, block_sums)``: the
+       :class:`LBFGSObjective` and its loss kernel; ``aggregate(partial)`` sums
+       ``partial(blocks)`` (a list of numpy arrays) over the ranks (an allreduce, e.g.
+       the feature scatter matrix of the full preconditioner);
+    4. L-BFGS-B (:meth:`LBFGSObjective.minimize`) with one local ``block_sums`` plus one
+       allreduce per evaluation, replicated on every rank.
+
+    ``problem`` must be picklable.  Returns ``(stats, (coef (K, d), intercept (K,)), history,
+    iterations, evaluations, backend)``; raises the ``ValueError`` of ``problem.check`` (or
+    of ``problem.setup``) for bad input, ``RuntimeError`` when the ranks' iterates differ.
+    Algorithm as :func:`minimize_allreduce` (one barrier stage, allreduce per evaluation, after
+    pyspark's ``TorchDistributor`` pattern), without the cached block table in between.
+    """
+    from ..blocks import BlockStats, load_partition
+
+    d = cols.size
+    K = cols.num_classes if cols.labels == "classes" else 1
+
+    def task(batches, comm):
+        t0 = time.perf_counter()
+        data, partial = load_partition(batches, cols)
+        t_load = time.perf_counter() - t0
+        sizes = [len(a) for a in partial]
+        total = comm.allreduce(partial)
+        stats = BlockStats(total, comm.world, d, K)
+        flat = np.concatenate(total)
+        t1 = time.perf_counter()
+        try:
+            problem.check(stats)
+            obj, block_sums = problem.setup(stats, lambda fn: comm.allreduce(fn(data)))
+        except ValueError as exc:  # every rank sees the same statistics: all skip alike
+            msg = np.frombuffer(str(exc).encode("utf-8"), dtype=np.uint8)
+            return [np.array([0.0]), np.asarray(sizes, dtype=np.float64), flat, msg]
+
+        def sums(coef, b):
+            out = comm.allreduce(block_sums(data, coef, b))
+            return float(out[0][0]), out[1], out[2]
+
+        t2 = time.perf_counter()
+        x, history, nit, nfev = obj.minimize(sums, _reporter(progress) if comm.rank == 0 else None)
+        coef, intercept = obj.finish(x)
+        t3 = time.perf_counter()
+        info = np.array([nit, nfev, _BACKEND_CODES[comm.backend], t_load, t3 - t0, t1 - t0 - t_load, t2 - t1,
+                         t3 - t2, comm.started, comm.setup_seconds, time.time()])
+        return [np.array([1.0]), np.asarray(sizes, dtype=np.float64), flat, x, np.asarray(history),
+                info, np.asarray(coef), np.asarray(intercept)]
+
+    t_driver = time.time()
+    results = run_barrier(df, world, task, num_partitions)
+    t_back = time.time()
+    first = results[0]
+    sizes = np.cumsum(first[1].astype(np.int64))[:-1]
+    stats = BlockStats(np.split(first[2], sizes), len(results), d, K)
+    if first[0][0] == 0:
+        problem.check(stats)  # the driver's own error (e.g. VectorColumnError naming the column)
+        raise ValueError(bytes(first[3]).decode("utf-8"))
+    x, history, info, coef, intercept = first[3:]
+    for r in results[1:]:
+        if r is not None and not np.array_equal(r[3], x):
+            raise RuntimeError("allreduce solver: the ranks' iterates differ (non-deterministic reduction)")
+    log.info("L-BFGS direct allreduce: %d tasks, backend %s; rank 0: started after %.2f s, backend set-up %.2f s, "
+             "read %.2f s, statistics allreduce %.2f s, problem set-up %.2f s, L-BFGS %.2f s, result back after "
+             "%.2f s", len(results), _BACKENDS[int(info[2])], info[8] - t_driver, info[9], info[3], info[5], info[6],
+             info[7], t_back - info[10])
+    return (stats, (np.array(coef), np.array(intercept)), list(history), int(info[0]), int(info[1]),
+            _BACKENDS[int(info[2])])
