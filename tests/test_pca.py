@@ -274,3 +274,31 @@ def test_covariance_svd_paths(monkeypatch, caplog):
     assert total3 == pytest.approx(s.sum(), rel=1e-10)
     np.testing.assert_allclose(np.abs((vec3 * U[:, :3]).sum(0)), 1.0, atol=1e-10)
     assert np.all(vec3[np.argmax(np.abs(vec3), axis=0), np.arange(3)] > 0)
+
+
+def test_packed_upper_triangle_roundtrip():
+    from sparkml_scale.core.gram import pack_upper, unpack_upper
+
+    A = np.random.default_rng(0).standard_normal((5, 5))
+    S = A + A.T
+    p = pack_upper(S)
+    assert p.shape == (15,)
+    np.testing.assert_array_equal(unpack_upper(p, 5), S)
+    with pytest.raises(ValueError, match="expected"):
+        unpack_upper(p, 4)
+
+
+def test_exact_small_uneven_arrow_batches_match_one_batch(spark, digits, digits_df):
+    """The reused shift buffer of the Gram pass is sliced for short last batches: many uneven
+    Arrow batches per partition give the same components as the default batches."""
+    ref = PCA(k=4, inputCol="features", outputCol="p", method="exact").fit(digits_df)
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    old = spark.conf.get(key)
+    spark.conf.set(key, "97")
+    try:
+        m = PCA(k=4, inputCol="features", outputCol="p", method="exact").fit(digits_df)
+    finally:
+        spark.conf.set(key, old)
+    np.testing.assert_allclose(m.pc.toArray(), ref.pc.toArray(), atol=1e-10)
+    np.testing.assert_allclose(m.explainedVariance.toArray(), ref.explainedVariance.toArray(), atol=1e-12)
+    np.testing.assert_allclose(m.mean.toArray(), digits.mean(axis=0), atol=1e-10)

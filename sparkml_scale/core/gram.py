@@ -6,7 +6,10 @@ scatter ``Z^T W Z`` of the (shifted) feature block with level-3 BLAS
 (``dsyrk`` on the whole ``b x d`` block, never a rank-1 update per row) or a
 sparse ``X^T X`` for CSR blocks, plus counts and sums, and optionally the
 label moments ``X^T W y``, ``sum w y`` and ``sum w y^2``; partials are summed
-by tree aggregation (:mod:`sparkml_scale.core.mapreduce`).
+by tree aggregation (:mod:`sparkml_scale.core.mapreduce`).  A partial carries only the
+upper triangle of its scatter (:func:`pack_upper`, ``d (d + 1) / 2`` values: half the bytes
+to move and sum; exact, since the matrix is symmetric), and the shifted block of each batch
+is written into one reused buffer per task.
 
 Dense input is shifted by a reference row ``c`` (the first vector of the
 data) before accumulation: the scatter about the mean is then
@@ -44,6 +47,8 @@ __all__ = [
     "moments_pass",
     "covariance_apply_pass",
     "restrict_columns",
+    "pack_upper",
+    "unpack_upper",
 ]
 
 
@@ -57,6 +62,50 @@ def restrict_columns(X, support: np.ndarray):
     pos = np.minimum(np.searchsorted(support, X.indices), s - 1)
     hit = support[pos] == X.indices
     return sp.csr_matrix((np.where(hit, X.data, 0.0), pos.astype(np.int32), X.indptr), shape=(X.shape[0], s))
+
+
+def pack_upper(S: np.ndarray) -> np.ndarray:
+    """The upper triangle (diagonal included) of a square ``(d, d)`` array, row by row, as a
+    ``(d (d + 1) / 2,)`` float64 array (what :func:`unpack_upper` reads)."""
+    d = S.shape[0]
+    return np.asarray(S)[np.triu_indices(d)].astype(np.float64, copy=False)
+
+
+def unpack_upper(packed: np.ndarray, d: int) -> np.ndarray:
+    """The symmetric ``(d, d)`` float64 array whose upper triangle :func:`pack_upper` packed.
+
+    Raises ``ValueError`` if ``packed`` does not hold ``d (d + 1) / 2`` values."""
+    packed = np.asarray(packed, dtype=np.float64)
+    if packed.shape != (d * (d + 1) // 2,):
+        raise ValueError(f"packed triangle of shape {packed.shape}, expected ({d * (d + 1) // 2},)")
+    S = np.empty((d, d))
+    iu = np.triu_indices(d)
+    S[iu] = packed
+    S.T[iu] = packed
+    return S
+
+
+def _symmetrize_upper(S: np.ndarray) -> np.ndarray:
+    """A copy of ``S`` with its strictly lower triangle taken from the upper (dsyrk fills only the upper)."""
+    S = np.array(S, copy=True)
+    iu = np.triu_indices(S.shape[0], 1)
+    S.T[iu] = S[iu]
+    return S
+
+
+class _Buffer:
+    """One reusable float64 array for the shifted block of each batch: a fresh ``b x d`` array per
+    batch would be new memory every time (``mmap``-backed for blocks of megabytes: page faults and
+    zero-filling on every batch)."""
+
+    def __init__(self):
+        self._a: Optional[np.ndarray] = None
+
+    def get(self, shape) -> np.ndarray:
+        m, d = shape
+        if self._a is None or self._a.shape[1] != d or self._a.shape[0] < m:
+            self._a = np.empty((m, d))
+        return self._a[:m]
 
 
 class GramStats:
@@ -80,10 +129,7 @@ class GramStats:
         self.weight_sum = float(meta[BadRows.WSUM])
         self.shift = shift
         self.sum_x = sx
-        S = np.array(S, copy=True)
-        iu = np.triu_indices(S.shape[0], 1)
-        S.T[iu] = S[iu]  # dsyrk filled the upper triangle
-        self.scatter_c = S
+        self.scatter_c = unpack_upper(S, len(sx)) if np.ndim(S) == 1 else _symmetrize_upper(S)
         self.xy_c = xy
         self.sum_y = float(yy[0])
         self.sum_yy = float(yy[1])
@@ -142,6 +188,7 @@ def gram_pass(df, cols: TrainingColumns, depth: int = 2, support: Optional[np.nd
         S = np.zeros((d, d), order="F")
         xy = np.zeros(d)
         yy = np.zeros(2)
+        buf = _Buffer()
         for X, y, w in clean_blocks(batches, cols, meta):
             if support is not None:
                 X = restrict_columns(X, support)
@@ -152,7 +199,7 @@ def gram_pass(df, cols: TrainingColumns, depth: int = 2, support: Optional[np.nd
                 if y is not None:
                     xy += Xw.T @ y
             else:
-                Z = X - ship_shift
+                Z = np.subtract(X, ship_shift, out=buf.get(X.shape))
                 if w is None:
                     dsyrk(1.0, Z.T, beta=1.0, c=S, trans=0, lower=0, overwrite_c=1)
                     sx += Z.sum(axis=0)
@@ -169,11 +216,11 @@ def gram_pass(df, cols: TrainingColumns, depth: int = 2, support: Optional[np.nd
                 yy[1] += wy @ y
         if not meta.any():
             return None
-        return [meta, sx, S, xy, yy]
+        return [meta, sx, pack_upper(S), xy, yy]  # the upper triangle only: half the bytes to reduce
 
     arrays, _ = tree_aggregate(cols.select(df), partial, depth=depth)
     if arrays is None:
-        arrays = [BadRows.new(), np.zeros(d), np.zeros((d, d)), np.zeros(d), np.zeros(2)]
+        arrays = [BadRows.new(), np.zeros(d), np.zeros(d * (d + 1) // 2), np.zeros(d), np.zeros(2)]
     BadRows.raise_for(arrays[0], cols)
     return GramStats(arrays, shift, with_label)
 
