@@ -205,3 +205,47 @@ def test_fit_and_transform_under_spark_connect(spark, digits, backend):
                            learningRate=3e-3).fit(train)
     assert [h["epoch"] for h in model.history] == [0, 1, 2]
     assert _accuracy(model, test) >= 0.85
+
+
+def test_one_cpu_process_trains_in_the_task_as_torchrun_would(spark, digits):
+    """backend='torch_distributor', numProc=1 on CPU trains in the barrier task's Python worker (no
+    torchrun): the same weights and history as TorchDistributor's torchrun launch of the same spec,
+    and the worker's torch threads are put back."""
+    from pyspark import cloudpickle
+
+    from sparkml_scale.torch import launch as L
+    from sparkml_scale.torch.worker import load_checkpoint_bytes
+
+    train, _ = digits
+    est = TorchEstimator(model=MLP, backend="torch_distributor", numProc=1, epochs=2, batchSize=64,
+                         learningRate=3e-3, seed=5, validationFraction=0.1)
+    model = est.fit(train)
+    assert model.backendUsed == "torch_distributor"
+    spec = est._spec(spark, 1, None)
+    spec.update(columnNames=["features", "label"], progress=None)
+    df = train.select(train["features"].alias("_c0"), train["label"].alias("_c1")).repartition(1)
+    ref = L._launch_torch_distributor(df, cloudpickle.loads(cloudpickle.dumps(spec)), 1, False)
+    assert [h["loss"] for h in model.history] == [h["loss"] for h in ref["history"]]
+    a, b = model.state_dict(), load_checkpoint_bytes(ref["state"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def threads(batches):
+        import pyarrow as pa
+
+        for _ in batches:
+            pass
+        yield pa.RecordBatch.from_arrays([pa.array([torch.get_num_threads()])], names=["t"])
+
+    before = {r.t for r in spark.range(4).repartition(2).mapInArrow(threads, "t long").collect()}
+    est.fit(train)
+    after = {r.t for r in spark.range(4).repartition(2).mapInArrow(threads, "t long").collect()}
+    assert after == before
+
+
+def test_one_cpu_process_reports_bad_data_and_empty_input(spark, digits):
+    train, _ = digits
+    est = TorchEstimator(model=MLP, backend="torch_distributor", numProc=1, epochs=1)
+    with pytest.raises(ValueError, match=r"'features'.*'featuresCol'.*empty"):
+        est.fit(train.filter("label < 0"))
+    with pytest.raises(ValueError, match=r"'label'.*'labelCol'.*class indices"):
+        est.fit(train.withColumn("label", train["label"] + 20))

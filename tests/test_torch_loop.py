@@ -120,3 +120,35 @@ def test_shard_batches_do_not_depend_on_the_order_rows_arrived_in():
                                   np.concatenate([v for v, _ in b.val_batches(64)]))
     # rows differing only in the label are told apart
     assert len(np.unique(canonical_order(np.zeros((4, 1), np.float32), np.arange(4.0)))) == 4
+
+
+def test_float_list_columns_convert_once_and_match_the_general_path():
+    """list<float>/list<double>/list<int> features: one conversion to float32 (a view for list<float>),
+    the same values as the general path; nulls and ragged rows still take it (and its errors)."""
+    import pyarrow as pa
+
+    from sparkml_scale.core.arrow import lists_to_dense
+    from sparkml_scale.torch.data import ShardDataError, _lists_fast, features_to_float32
+    from sparkml_scale.torch.inference import _tensor
+
+    X = np.random.default_rng(0).random((50, 12))
+    offsets = pa.array(np.arange(0, 50 * 12 + 1, 12, dtype=np.int32))
+    for values in (pa.array(X.ravel(), pa.float32()), pa.array(X.ravel()), pa.array((X * 10).astype(np.int64).ravel())):
+        arr = pa.ListArray.from_arrays(offsets, values)
+        for a in (arr, arr.slice(7, 20), pa.chunked_array([arr.slice(0, 10), arr.slice(10)])):
+            general = lists_to_dense(a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a).astype(np.float32)
+            got = features_to_float32(a, "f", [3, 4])
+            assert got.dtype == np.float32 and got.shape == (len(general), 3, 4)
+            assert np.array_equal(got.reshape(len(general), -1), general)
+    view = features_to_float32(pa.ListArray.from_arrays(offsets, pa.array(X.ravel(), pa.float32())), "f")
+    assert not view.flags.writeable  # no copy: the Arrow buffer itself
+    t = _tensor(view[:5])  # torch gets a writable copy, with the same values
+    assert t.dtype == torch.float32 and np.array_equal(t.numpy(), view[:5])
+    writable = np.ones((4, 3), np.float32)
+    assert _tensor(writable).data_ptr() == writable.ctypes.data  # shared, not copied
+    assert _lists_fast(pa.array([[1.0, None], [2.0, 3.0]])) is None  # a null value: the general path
+    assert _lists_fast(pa.array([[1.0, 2.0], None])) is None
+    with pytest.raises(ShardDataError, match=r"'f'.*different sizes \(2 and 1\)"):
+        features_to_float32(pa.array([[1.0, 2.0], [3.0]]), "f")
+    with pytest.raises(ShardDataError, match=r"'f'.*12 values.*\[5\]"):
+        features_to_float32(pa.ListArray.from_arrays(offsets, pa.array(X.ravel(), pa.float32())), "f", [5])

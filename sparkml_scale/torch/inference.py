@@ -75,7 +75,7 @@ def _predict_fn(model_spec, state: bytes, kind: str, col: str, col_index: int, i
             outs = []
             with torch.no_grad():
                 for s in range(0, len(X), batch):
-                    outs.append(module(torch.from_numpy(np.ascontiguousarray(X[s:s + batch])).to(device)).float().cpu())
+                    outs.append(module(_tensor(X[s:s + batch]).to(device)).float().cpu())
             out = torch.cat(outs).numpy().astype(np.float64) if outs else np.zeros((0, 1))
             if out.ndim == 1:
                 out = out[:, None]
@@ -88,6 +88,16 @@ def _predict_fn(model_spec, state: bytes, kind: str, col: str, col_index: int, i
             yield pa.RecordBatch.from_arrays(list(b.columns) + new, names=list(b.schema.names) + new_names)
 
     return predict
+
+
+def _tensor(x: np.ndarray):
+    """A CPU tensor of the float32 rows ``x``: shares their memory, or copies them when they are a
+    read-only view of an Arrow buffer (torch wants writable arrays)."""
+    import torch
+
+    if not x.flags.writeable or not x.flags.c_contiguous:
+        x = np.array(x, order="C")
+    return torch.from_numpy(x)
 
 
 def _valid_features(feats, col: str, input_shape):
@@ -124,7 +134,7 @@ def _calibrate_fn(module, example_shape, col: str, input_shape, batch: int, thre
             X = _valid_features(b.column(0), col, input_shape)[1]
             with torch.no_grad():
                 for s in range(0, len(X), batch):
-                    prepared(torch.from_numpy(np.ascontiguousarray(X[s:s + batch])))
+                    prepared(_tensor(X[s:s + batch]))
             rows += len(X)
         buf = io.BytesIO()
         torch.save(BACKEND.observer_state(prepared) if rows else {}, buf)

@@ -10,7 +10,12 @@ disk (no Parquet, no petastorm) and starts one training process that reads it
 - ``"torch_distributor"``: pyspark's ``TorchDistributor(local_mode=False)`` and its
   DataFrame entry point (``_train_on_dataframe``, the barrier stage above, written by
   pyspark), which starts ``torchrun`` in every task; the ranks use DDP (Gloo on CPU,
-  NCCL on GPU).
+  NCCL on GPU).  One process on CPU (``numProc=1``, no GPU wanted) skips TorchDistributor:
+  its barrier task trains in its own Python worker (:func:`_launch_single`) -- a world of one
+  has no process group to set up, and torchrun's launch (a fresh interpreter importing
+  torch, the agent, TorchDistributor's fixed one-second wait for its log server) cost more
+  than a small fit's training; same data path, weights and errors, and its barrier result
+  stage is not retried either.
 - ``"horovod"``: our barrier task starts Horovod's own Gloo rendezvous server
   (``horovod.runner.http.http_server.RendezvousServer``, as ``horovod.spark.run`` and
   ``horovod.ray`` do) in rank 0, shares its port with ``BarrierTaskContext.allGather``,
@@ -26,6 +31,7 @@ Neither needs ``SparkContext``: both run on Spark Connect.
 from __future__ import annotations
 
 import collections
+import io
 import json
 import logging
 import os
@@ -104,6 +110,8 @@ def launch(df, spec: Dict[str, Any], num_proc: int, backend: str, use_gpu: bool)
     ``df`` (repartitioned to ``num_proc``); returns rank 0's result dict."""
     df = df.repartition(num_proc)
     try:
+        if backend == "torch_distributor" and num_proc == 1 and not use_gpu:
+            return _launch_single(df, spec)
         if backend == "torch_distributor":
             return _launch_torch_distributor(df, spec, num_proc, use_gpu)
         if backend == "horovod":
@@ -168,6 +176,92 @@ def _launch_torch_distributor(df, spec, num_proc, use_gpu):
     if "error" in out:
         raise (TypeError if out["error"] == "TypeError" else ValueError)(out["message"])
     return out
+
+
+# ----------------------------------------------------------------------------- one CPU process
+def _prewarm() -> None:
+    """Import what training needs (torch, and torch._dynamo, which the first optimizer imports: about
+    a second each in a fresh process) while the task is still receiving its partition."""
+    import importlib
+
+    try:
+        for name in ("torch", "torch._dynamo", __package__ + ".worker", __package__ + ".data",
+                     __package__ + ".factory", __package__ + ".loop"):
+            importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - the training itself reports what does not import
+        pass
+
+
+def _single_task(spec_bytes: bytes, features_col: str):
+    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import threading
+
+        from pyspark import cloudpickle
+
+        warm = threading.Thread(target=_prewarm, daemon=True)
+        warm.start()
+        root = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or None
+        work = tempfile.mkdtemp(prefix="sparkml_scale_td1_", dir=root if root and os.path.isdir(root) else None)
+        threads = None
+        try:
+            data = os.path.join(work, "data.arrow")
+            if _write_stream(batches, data) == 0:
+                yield _error_batch("ValueError: " + _empty_message(features_col, 1))
+                return
+            warm.join()
+            import torch
+
+            from .worker import run_rank
+
+            threads = torch.get_num_threads()
+            try:
+                result = run_rank(cloudpickle.loads(spec_bytes), data, 0, 1, 0, dist="ddp")
+            except (ValueError, TypeError) as exc:  # bad params or data: a result row, as _td_entry
+                print(f"{ERROR_TAG} {type(exc).__name__}: {exc}", flush=True)
+                yield _error_batch(f"{'TypeError' if isinstance(exc, TypeError) else 'ValueError'}: {exc}")
+                return
+            except Exception as exc:
+                # what TorchDistributor reports for a failed training process: its output has the cause
+                print(f"{ERROR_TAG} {type(exc).__name__}: {exc}", flush=True)
+                raise RuntimeError(f"TorchDistributor failed during training (one process, in the task): "
+                                   f"{type(exc).__name__}: {exc}") from None
+            payload = io.BytesIO()
+            torch.save(result, payload)
+            payload = payload.getvalue()
+            chunks = [payload[i:i + _CHUNK] for i in range(0, len(payload), _CHUNK)]
+            yield pa.RecordBatch.from_arrays([pa.array(range(len(chunks)), pa.int64()),
+                                              pa.array(chunks, pa.binary())], schema=_OUT_SCHEMA)
+        finally:
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)  # the Python worker is reused by later tasks
+            shutil.rmtree(work, ignore_errors=True)
+
+    return task
+
+
+def _launch_single(df, spec):
+    """``backend="torch_distributor"`` with one CPU process: one barrier task (a result stage, not
+    retried, as TorchDistributor's) writes its partition to a local Arrow file and trains on it in
+    its own Python worker -- no ``torchrun``, no second interpreter, no log-streaming server: a world
+    of one has no process group to set up, and the launch cost (a fresh interpreter importing torch
+    twice, TorchDistributor's fixed 1 s wait for its log server) was most of a small fit's time.
+    The same :func:`~sparkml_scale.torch.worker.run_rank`, seed, data order and result."""
+    from pyspark import cloudpickle
+
+    from .worker import load_checkpoint_bytes
+
+    # TorchDistributor hides the GPUs from a CPU run (CUDA_VISIBLE_DEVICES=""): useGpu "auto" means CPU here
+    spec = dict(spec, useGpu="false")
+    rows = df.mapInArrow(_single_task(cloudpickle.dumps(spec), spec["featuresCol"]), "seq long, chunk binary",
+                         barrier=True).collect()
+    if not rows:  # no partition: nothing ran
+        raise ValueError(_empty_message(spec["featuresCol"], 1))
+    errors = [r["chunk"].decode("utf-8") for r in rows if r["seq"] < 0]
+    if errors:
+        raise _data_error(errors[0]) or TrainingError(errors[0])
+    return load_checkpoint_bytes(b"".join(r["chunk"] for r in sorted(rows, key=lambda r: r["seq"])))
 
 
 # ----------------------------------------------------------------------------- Horovod
