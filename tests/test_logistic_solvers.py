@@ -271,3 +271,66 @@ def test_direct_allreduce_bad_rows_raise_on_the_driver(spark, no_blocks):
 
     with pytest.raises(VectorColumnError, match="holds 1 null vector"):
         lr.fit(nulls)
+
+
+# ---------------------------------------------------------------- mapreduce blocks on local disks
+def _store_files(spark):
+    """The store files on this machine (local master: the executor's SPARK_LOCAL_DIRS)."""
+    import glob
+
+    import pyarrow as pa
+
+    def where(batches):
+        for _ in batches:
+            pass
+        yield pa.RecordBatch.from_pydict({"d": [os.environ.get("SPARK_LOCAL_DIRS", "")]})
+
+    dirs = {r["d"].split(",")[0] for r in spark.range(1).mapInArrow(where, "d string").collect()}
+    return sorted(f for d in dirs for f in glob.glob(os.path.join(d, "sparkml_scale-blocks", "*", "*")))
+
+
+@pytest.mark.skipif(CONNECT, reason="reads the executors' local dirs (local master)")
+def test_mapreduce_blocks_on_local_disk_read_again_when_missing_and_removed(spark, cancer_df):
+    """solver='mapreduce' keeps its blocks in executor-local files (no block rows in the Spark
+    cache); a partition whose file is gone is read again from the input, with the same sums;
+    unpersist removes the files."""
+    from sparkml_scale.core.blocks import LocalBlockStore, make_blocks
+    from sparkml_scale.core.linear_loss import BinomialLoss
+    from sparkml_scale.core.stage import TrainingData
+    from sparkml_scale.core.training import TrainingColumns
+
+    cols = TrainingColumns("features", label="label", weight="w", labels="classes").probe(cancer_df)
+    cached = make_blocks(cancer_df, cols)
+    stored = make_blocks(cancer_df, cols, store=LocalBlockStore(), block_bytes=4096)
+    try:
+        assert stored.df.count() == stored.stats.num_partitions == 3  # statistics rows only
+        files = [f for f in _store_files(spark) if stored.store.key in f]
+        assert len(files) == 3 and all(os.path.getsize(f) > 0 for f in files)
+        np.testing.assert_array_equal(stored.stats.mean, cached.stats.mean)
+        coef = np.linspace(-0.01, 0.01, cols.size)[None, :]
+        b = np.array([0.1])
+
+        def sums(data):
+            return data.aggregate(lambda blocks: BinomialLoss().sums(blocks, coef, b))
+
+        ref = sums(TrainingData(cancer_df, cols, 2, cached))
+        first = sums(TrainingData(cancer_df, cols, 2, stored))
+        for f in files[:2]:
+            os.unlink(f)
+        again = sums(TrainingData(cancer_df, cols, 2, stored))  # 2 partitions read from the input
+        assert len([f for f in _store_files(spark) if stored.store.key in f]) == 3  # and written again
+        for x, y, z in zip(ref, first, again):
+            np.testing.assert_allclose(y, x, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(z, x, rtol=1e-12, atol=1e-12)
+    finally:
+        cached.unpersist()
+        stored.unpersist()
+    assert not [f for f in _store_files(spark) if stored.store.key in f]
+
+
+@pytest.mark.skipif(CONNECT, reason="reads the executors' local dirs (local master)")
+def test_mapreduce_fit_leaves_no_block_files(spark, cancer_df):
+    before = _store_files(spark)
+    mr = LogisticRegression(solver="mapreduce", regParam=0.01, weightCol="w", tol=1e-10, maxIter=500).fit(cancer_df)
+    assert mr.summary.solverUsed == "mapreduce"
+    assert _store_files(spark) == before

@@ -134,7 +134,7 @@ def test_spark_jobs_are_named_after_the_stage_and_step(spark, data):
     deadline = time.time() + 20
     while True:  # the UI's listener catches up asynchronously
         names = {j.get("description") for j in json.load(urllib.request.urlopen(url, timeout=10))}
-        wanted = {"LogisticRegression: checking rows and caching training blocks",
+        wanted = {"LogisticRegression: checking rows and writing training blocks to local disk",
                   "LogisticRegression: L-BFGS iteration 2", "PCA: Gram pass"}
         if wanted <= names or time.time() > deadline:
             break

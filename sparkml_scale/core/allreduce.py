@@ -38,7 +38,7 @@ import pyarrow as pa
 from .cluster import wait_for_slots
 from .errors import task_error
 from .faults import maybe_fail
-from .mapreduce import decode_arrays, encode_arrays
+from .mapreduce import _partition_id, decode_arrays, encode_arrays
 
 __all__ = ["run_barrier", "after_barrier", "Communicator", "partition_rows", "barrier_safe"]
 
@@ -179,12 +179,10 @@ def partition_rows(df) -> List[int]:
     from pyspark.sql import functions as F
 
     def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-
         n = 0
         for b in batches:
             n += b.num_rows
-        yield pa.RecordBatch.from_arrays([pa.array([TaskContext.get().partitionId()], pa.int64()),
+        yield pa.RecordBatch.from_arrays([pa.array([_partition_id()], pa.int64()),
                                           pa.array([n], pa.int64())], names=["pid", "n"])
 
     rows = df.select(F.lit(0).cast("tinyint").alias("__z")).mapInArrow(count, "pid long, n long").collect()

@@ -17,6 +17,10 @@ counted in the statistics rows and the driver raises one clear Python error
 """
 from __future__ import annotations
 
+import mmap
+import os
+import tempfile
+import uuid
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -25,10 +29,11 @@ import scipy.sparse as sp
 
 from .arrow import Block
 from .faults import maybe_fail
-from .mapreduce import _partition_id, _run, decode_arrays, encode_arrays, reduce_partials
+from .mapreduce import _partition_id, _run, decode_arrays, encode_arrays, encoded_parts, reduce_partials
 from .training import BadRows, TrainingColumns, clean_blocks
 
-__all__ = ["make_blocks", "iter_blocks", "TrainingBlocks", "BlockStats", "StatsAccumulator", "load_partition"]
+__all__ = ["make_blocks", "iter_blocks", "TrainingBlocks", "BlockStats", "StatsAccumulator", "load_partition",
+           "LocalBlockStore"]
 
 BLOCK_SCHEMA = "kind tinyint, pid bigint, payload binary"
 _BLOCK_ARROW = pa.schema([("kind", pa.int8()), ("pid", pa.int64()), ("payload", pa.binary())])
@@ -37,12 +42,14 @@ BLOCK_BYTES = 2 << 20
 
 
 def _encode_block(X: Block, y: np.ndarray, w: np.ndarray) -> bytes:
+    return encode_arrays(_block_arrays(X, y, w))
+
+
+def _block_arrays(X: Block, y: np.ndarray, w: np.ndarray) -> List[np.ndarray]:
     n, d = X.shape
     if sp.issparse(X):
-        meta = np.array([1, n, d], dtype=np.int64)
-        return encode_arrays([meta, X.data, X.indices, X.indptr, y, w])
-    meta = np.array([0, n, d], dtype=np.int64)
-    return encode_arrays([meta, X, y, w])
+        return [np.array([1, n, d], dtype=np.int64), X.data, X.indices, X.indptr, y, w]
+    return [np.array([0, n, d], dtype=np.int64), X, y, w]
 
 
 def _decode_block(payload: bytes) -> Tuple[Block, np.ndarray, np.ndarray]:
@@ -189,23 +196,137 @@ def load_partition(batches: Iterator[pa.RecordBatch], cols: TrainingColumns
     return out, acc.arrays()
 
 
-class TrainingBlocks:
-    """Cached blocks (``df``: one binary row per block) and their :class:`BlockStats`."""
+class LocalBlockStore:
+    """Blocks kept in files on the executors' local disks instead of the Spark cache (for
+    map-reduce fits that read them once per evaluation).
 
-    def __init__(self, df, stats: BlockStats):
+    One file per partition, ``<local dir>/sparkml_scale-blocks/<key>/part-<pid>.blk``, where
+    the local dir is the first of the executor's ``SPARK_LOCAL_DIRS`` (Spark's block-manager
+    dir, removed when the application stops; the system temp dir outside Spark).  A file holds
+    the partition's blocks one after another, each an 8-byte little-endian length then
+    :func:`~sparkml_scale.core.mapreduce.encode_arrays` bytes; it is written to a temporary
+    name and renamed, so a reader sees a whole file or none.  Reads map the file
+    (``mmap``): every pass after the first is a page-cache read with no copy and no transfer
+    from the JVM.
+
+    The Spark cache keeps one small row per partition (its statistics), computed by the same
+    task that wrote the file: scheduling a later job on that cached row sends it to the
+    executor holding the file, and losing the row (executor lost) rebuilds both.  A task that
+    still finds no file (it ran elsewhere) reports a miss and the caller reads that partition
+    from the input again (:meth:`TrainingData.aggregate
+    <sparkml_scale.core.stage.TrainingData.aggregate>`).  This object is picklable (a key).
+    """
+
+    def __init__(self, key: Optional[str] = None):
+        self.key = key or uuid.uuid4().hex
+
+    def _dir(self) -> str:
+        base = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or tempfile.gettempdir()
+        return os.path.join(base, "sparkml_scale-blocks", self.key)
+
+    def path(self, pid: int) -> str:
+        """The file of partition ``pid`` on this machine."""
+        return os.path.join(self._dir(), f"part-{int(pid):05d}.blk")
+
+    def write(self, pid: int, blocks: Iterator[Tuple[Block, np.ndarray, np.ndarray]]) -> bool:
+        """Write partition ``pid``'s ``(X, y, w)`` blocks (consumed to the end in any case);
+        ``False`` when the file could not be written (e.g. a full disk: nothing is left behind
+        and readers miss)."""
+        path = self.path(pid)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as f:
+                for X, y, w in blocks:
+                    parts = encoded_parts(_block_arrays(X, y, w))
+                    f.write(sum(p.nbytes for p in parts).to_bytes(8, "little"))
+                    for p in parts:
+                        f.write(p)
+            os.replace(tmp, path)
+            return True
+        except OSError:
+            for _ in blocks:  # the statistics still need every row
+                pass
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return False
+
+    def read(self, pid: int) -> Optional[List[Tuple[Block, np.ndarray, np.ndarray]]]:
+        """Partition ``pid``'s blocks as read-only views of the mapped file, or ``None`` when
+        this machine has no file for it."""
+        try:
+            with open(self.path(pid), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size == 0:
+                    return []
+                buf = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        except OSError:
+            return None
+        out, pos = [], 0
+        while pos < size:
+            n = int.from_bytes(buf[pos:pos + 8], "little")
+            out.append(_decode_block(buf[pos + 8:pos + 8 + n]))
+            pos += 8 + n
+        return out
+
+    def remove(self, pid: int) -> None:
+        """Delete partition ``pid``'s file on this machine (and the store's dir once empty)."""
+        try:
+            os.unlink(self.path(pid))
+        except OSError:
+            pass
+        try:
+            os.rmdir(self._dir())
+        except OSError:
+            pass
+
+
+class TrainingBlocks:
+    """Cached blocks (``df``: one binary row per block, and one statistics row per partition)
+    and their :class:`BlockStats`; with a :class:`LocalBlockStore` (``store``) the blocks are in
+    its files and ``df`` holds only the statistics rows."""
+
+    def __init__(self, df, stats: BlockStats, store: Optional[LocalBlockStore] = None, block_bytes: int = BLOCK_BYTES):
         self.df = df
         self.stats = stats
+        self.store = store
+        #: Target bytes of one block (a partition read again cuts its blocks the same way).
+        self.block_bytes = block_bytes
 
     @property
     def blocks(self):
-        """DataFrame of block rows for :func:`iter_blocks` (column 0 is the payload)."""
+        """DataFrame of block rows for :func:`iter_blocks` (column 0 is the payload); with a
+        ``store``: one row per partition (``pid``), to run each partition's task where its file is."""
+        if self.store is not None:
+            return self.df.select("pid")
         return self.df.filter("kind = 0").select("payload")
 
-    def unpersist(self) -> None:
-        self.df.unpersist()
+    def unpersist(self, remove_files: bool = True) -> None:
+        """Release the cache, and (``remove_files``) the store's files on the executors holding
+        the cached rows, in one light job (best effort: a file written elsewhere after a miss,
+        or left by a failed build, stays until the application ends, in Spark's local dir)."""
+        try:
+            if self.store is not None and remove_files:
+                store = self.store
+
+                def remove(batches):
+                    for b in batches:
+                        for pid in b.column(0).to_pylist():
+                            store.remove(pid)
+                    yield pa.RecordBatch.from_arrays([pa.array([], pa.int64())], names=["pid"])
+
+                try:
+                    self.blocks.mapInArrow(remove, "pid long").collect()
+                except Exception:  # noqa: BLE001 - cleaning up must not hide the fit's own error
+                    pass
+        finally:
+            self.df.unpersist()
 
 
-def make_blocks(df, cols: TrainingColumns, depth: int = 2, block_bytes: int = 0) -> TrainingBlocks:
+def make_blocks(df, cols: TrainingColumns, depth: int = 2, block_bytes: int = 0,
+                store: Optional[LocalBlockStore] = None) -> TrainingBlocks:
     """Convert and cache ``df``'s training columns (``cols``, already probed); compute their
     statistics and bad-row counts in the same pass.
 
@@ -213,7 +334,7 @@ def make_blocks(df, cols: TrainingColumns, depth: int = 2, block_bytes: int = 0)
     blocks of about ``block_bytes`` (0: :data:`BLOCK_BYTES`, 2 MiB) within each partition.  The
     caller raises for bad rows (``BadRows.raise_for(stats.meta, cols)``) and calls
     ``unpersist()`` on the result when done.  Labels default to 0 and weights to 1 when the
-    columns are not set.
+    columns are not set.  With ``store`` the blocks go to its local files, not the Spark cache.
     """
     block_bytes = int(block_bytes) if block_bytes and block_bytes > 0 else BLOCK_BYTES
     d = cols.size
@@ -222,10 +343,13 @@ def make_blocks(df, cols: TrainingColumns, depth: int = 2, block_bytes: int = 0)
     def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         maybe_fail("blocks.build")
         acc = StatsAccumulator(cols)
-        for X, y, w in acc.blocks(batches):
-            for s, e in _chunks(X, block_bytes):
-                yield _row(0, 0, _encode_block(X[s:e], y[s:e], w[s:e]))
-        yield _row(1, _partition_id(), encode_arrays(acc.arrays()))
+        pid = _partition_id()
+        if store is not None:
+            store.write(pid, block_chunks(acc.blocks(batches), block_bytes))
+        else:
+            for X, y, w in block_chunks(acc.blocks(batches), block_bytes):
+                yield _row(0, 0, _encode_block(X, y, w))
+        yield _row(1, pid, encode_arrays(acc.arrays()))
 
     cached = cols.select(df).mapInArrow(to_blocks, BLOCK_SCHEMA).persist()
     heads = cached.filter("kind = 1").select("pid")
@@ -234,9 +358,17 @@ def make_blocks(df, cols: TrainingColumns, depth: int = 2, block_bytes: int = 0)
         nparts = len(_run(heads.collect))
         arrays, _ = reduce_partials(cached.filter("kind = 1").select("pid", "payload"), depth, nparts)
     except BaseException:
-        cached.unpersist()
+        TrainingBlocks(cached, None, store).unpersist(remove_files=False)  # no job over a failed build
         raise
-    return TrainingBlocks(cached, BlockStats(arrays, nparts, d, K))
+    return TrainingBlocks(cached, BlockStats(arrays, nparts, d, K), store, block_bytes)
+
+
+def block_chunks(blocks: Iterator[Tuple[Block, np.ndarray, np.ndarray]], block_bytes: int = BLOCK_BYTES
+                 ) -> Iterator[Tuple[Block, np.ndarray, np.ndarray]]:
+    """``blocks`` cut into row ranges of about ``block_bytes`` each (the cached blocks)."""
+    for X, y, w in blocks:
+        for s, e in _chunks(X, block_bytes):
+            yield X[s:e], y[s:e], w[s:e]
 
 
 def iter_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[Tuple[Block, np.ndarray, np.ndarray]]:

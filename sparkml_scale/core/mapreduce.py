@@ -24,20 +24,26 @@ import pyarrow as pa
 from .errors import task_error
 from .faults import maybe_fail
 
-__all__ = ["encode_arrays", "decode_arrays", "tree_aggregate", "reduce_partials", "PARTIAL_SCHEMA"]
+__all__ = ["encode_arrays", "encoded_parts", "decode_arrays", "tree_aggregate", "reduce_partials", "PARTIAL_SCHEMA"]
 
 PARTIAL_SCHEMA = "pid long, payload binary"
 _PARTIAL_ARROW = pa.schema([("pid", pa.int64()), ("payload", pa.binary())])
 _ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "|i1", "|u1", "|b1", "<u4", "<u8"}
 
 
-def encode_arrays(arrays: Sequence[np.ndarray]) -> bytes:
-    """Serialise numeric arrays to bytes: a JSON header (dtype, shape) then raw buffers."""
+def encoded_parts(arrays: Sequence[np.ndarray]) -> List[memoryview]:
+    """The buffers of :func:`encode_arrays`'s output, uncopied (to write them out one by one):
+    its bytes are ``b"".join(encoded_parts(arrays))``."""
     arrays = [np.ascontiguousarray(a) for a in arrays]
     header = json.dumps([[a.dtype.str, list(a.shape)] for a in arrays]).encode()
-    parts = [len(header).to_bytes(8, "little"), header]
-    parts.extend(a.tobytes() for a in arrays)
-    return b"".join(parts)
+    parts = [memoryview(len(header).to_bytes(8, "little")), memoryview(header)]
+    parts.extend(memoryview(a.reshape(-1)).cast("B") for a in arrays)
+    return parts
+
+
+def encode_arrays(arrays: Sequence[np.ndarray]) -> bytes:
+    """Serialise numeric arrays to bytes: a JSON header (dtype, shape) then raw buffers."""
+    return b"".join(encoded_parts(arrays))
 
 
 def decode_arrays(buf: bytes) -> List[np.ndarray]:
@@ -84,8 +90,13 @@ def _sum_partials(payloads: Iterable[bytes]) -> Optional[List[np.ndarray]]:
         if acc is None:
             acc = [np.array(a, copy=True) for a in arrays]
         else:
-            for a, b in zip(acc, arrays):
-                a += b
+            # a shorter partial is a prefix of the longer ones (e.g. counters first, then
+            # ``None`` data arrays for an empty partition): sum what both have, keep the rest
+            for i, b in enumerate(arrays):
+                if i < len(acc):
+                    acc[i] += b
+                else:
+                    acc.append(np.array(b, copy=True))
     return acc
 
 

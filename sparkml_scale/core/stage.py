@@ -175,6 +175,8 @@ class TrainingData:
 
         if step is not None:
             self.progress.step(step)
+        if self._blocks is not None and self._blocks.store is not None:
+            return self._aggregate_store(partial)
         if self._blocks is not None:
             def run(batches):
                 return partial(iter_blocks(batches))
@@ -193,6 +195,61 @@ class TrainingData:
         BadRows.raise_for(arrays[0] if arrays is not None else BadRows.new(), cols)
         return arrays[1:]
 
+    def _aggregate_store(self, partial) -> List[np.ndarray]:
+        """:meth:`aggregate` over blocks in a :class:`~sparkml_scale.core.blocks.LocalBlockStore`:
+        each task maps its partition's file; a partition whose task found no file (it ran on
+        another executor) is read again from the input in a second job, which also writes its
+        file there for the next pass."""
+        from pyspark.sql import functions as F
+
+        from .blocks import StatsAccumulator, block_chunks
+        from .mapreduce import _partition_id, tree_aggregate
+
+        store, P = self._blocks.store, self.stats.num_partitions
+
+        def with_hit(pid, blocks):
+            hit = np.zeros(P)
+            hit[pid] = 1.0
+            out = partial(iter(blocks))
+            return [hit] + list(out if out is not None else [])
+
+        def run(batches):
+            for _ in batches:
+                pass
+            pid = _partition_id()
+            blocks = store.read(pid)
+            return None if blocks is None else with_hit(pid, blocks)
+
+        arrays, _ = tree_aggregate(self._blocks.blocks, run, depth=self.depth, num_partitions=P)
+        hits = arrays[0] if arrays is not None else np.zeros(P)
+        missing = [int(p) for p in np.flatnonzero(hits == 0)]
+        if missing:
+            cols, block_bytes = self.cols, self._blocks.block_bytes
+
+            wanted = set(missing)
+
+            def reread(batches):
+                pid = _partition_id()
+                if pid not in wanted:
+                    return None
+                blocks = list(block_chunks(StatsAccumulator(cols).blocks(batches), block_bytes))
+                store.write(pid, iter(blocks))
+                return with_hit(pid, blocks)
+
+            again = cols.select(self._df).where(F.spark_partition_id().isin(missing))
+            more, _ = tree_aggregate(again, reread, depth=1)
+            if arrays is None or more is None:
+                arrays = more if arrays is None else arrays
+            else:  # a shorter list is a prefix of the longer (a partial of None data arrays)
+                short, long_ = sorted((arrays, more), key=len)
+                arrays = [a + b for a, b in zip(long_, short)] + list(long_[len(short):])
+            if arrays is None:
+                arrays = [np.zeros(P)]
+            if not np.all(arrays[0] == 1):
+                raise RuntimeError("the training input's partitions changed during the fit: partition(s) "
+                                   f"{np.flatnonzero(arrays[0] != 1).tolist()} could not be read again")
+        return arrays[1:]
+
     def minimize(self, objective, block_sums):
         """Minimize ``objective`` (:class:`~sparkml_scale.core.optim.lbfgs.LBFGSObjective`)
         whose data term is ``block_sums(blocks, coef, b)`` with the chosen execution: one
@@ -203,6 +260,8 @@ class TrainingData:
         progress = self.progress
         progress.bar("L-BFGS", total=objective.max_iter, unit="it")
         if self.execution is not None and self.execution.kind == "allreduce":
+            if self._blocks.store is not None:
+                raise RuntimeError("blocks kept on local disks are read by map-reduce passes only")
             world = self.execution.world
             progress.step(f"L-BFGS in one barrier stage of {world} tasks")
             return minimize_allreduce(self._blocks.blocks, objective, block_sums, world,
@@ -239,6 +298,8 @@ class TrainingData:
         AdaGrad with parameter mixing, one Spark job per epoch; returns the loss per epoch."""
         from .optim.sgd import sgd_epochs
 
+        if self._blocks.store is not None:
+            raise RuntimeError("blocks kept on local disks are read by map-reduce passes only")
         progress = self.progress
         progress.bar("SGD", total=epochs, unit="epoch")
         first = state.epochs_done
@@ -348,6 +409,14 @@ class VectorEstimator(ReadableRepr, RecordsLineage, StageParams, Estimator, Para
             return Execution("allreduce", execution.world, execution.reason + ", input repartitioned"), None
         return Execution("allreduce", execution.world, execution.reason + ", read straight from the input"), nparts
 
+    def _blocks_on_local_disk(self) -> bool:
+        """Hook (``_input = "blocks"``): keep the blocks in files on the executors' local disks
+        (:class:`~sparkml_scale.core.blocks.LocalBlockStore`), not in the Spark cache.  Default:
+        when param ``solver`` is ``"mapreduce"``, whose every evaluation reads every block (from
+        a mapped file instead of through the JVM: about 1.5 s less per evaluation of 1M x 100
+        dense rows)."""
+        return self.hasParam("solver") and self.getOrDefault("solver") == "mapreduce"
+
     def _block_bytes(self) -> int:
         if self.hasParam("maxBlockSizeInMB"):
             return int(self.getOrDefault("maxBlockSizeInMB") * (1 << 20))
@@ -360,7 +429,7 @@ class VectorEstimator(ReadableRepr, RecordsLineage, StageParams, Estimator, Para
         """Validate, check the schema, probe and (``_input = "blocks"``) build the cached blocks
         with their checks: ``TrainingData`` (call ``_release`` on it when done).  Spark jobs are
         named through ``progress`` (:class:`~sparkml_scale.core.progress.FitProgress`)."""
-        from .blocks import make_blocks
+        from .blocks import LocalBlockStore, make_blocks
 
         self._validate_params()
         self._check_input_schema(dataset.schema)
@@ -380,9 +449,11 @@ class VectorEstimator(ReadableRepr, RecordsLineage, StageParams, Estimator, Para
         if direct is not None:
             return TrainingData(dataset, cols, self._depth(), execution=direct[0], progress=progress, direct=True,
                                 num_partitions=direct[1])
+        store = LocalBlockStore() if self._blocks_on_local_disk() else None
         if progress is not None:
-            progress.step("checking rows and caching training blocks")
-        blocks = make_blocks(dataset, cols, depth=self._depth(), block_bytes=self._block_bytes())
+            progress.step("checking rows and writing training blocks to local disk" if store else
+                          "checking rows and caching training blocks")
+        blocks = make_blocks(dataset, cols, depth=self._depth(), block_bytes=self._block_bytes(), store=store)
         try:
             BadRows.raise_for(blocks.stats.meta, cols)
             self._check_stats(blocks.stats)
