@@ -228,9 +228,7 @@ def _single_task(spec_bytes: bytes, features_col: str):
             payload = io.BytesIO()
             torch.save(result, payload)
             payload = payload.getvalue()
-            chunks = [payload[i:i + _CHUNK] for i in range(0, len(payload), _CHUNK)]
-            yield pa.RecordBatch.from_arrays([pa.array(range(len(chunks)), pa.int64()),
-                                              pa.array(chunks, pa.binary())], schema=_OUT_SCHEMA)
+            yield _payload_batch(payload)
         finally:
             if threads is not None:
                 import torch
@@ -380,9 +378,7 @@ def _horovod_task(spec_bytes: bytes, features_col: str):
             if rank == 0:
                 with open(out_path, "rb") as f:
                     payload = f.read()
-                chunks = [payload[i:i + _CHUNK] for i in range(0, len(payload), _CHUNK)]
-                yield pa.RecordBatch.from_arrays([pa.array(range(len(chunks)), pa.int64()),
-                                                  pa.array(chunks, pa.binary())], schema=_OUT_SCHEMA)
+                yield _payload_batch(payload)
         finally:
             if server is not None:
                 server.stop()
@@ -415,6 +411,14 @@ def _data_error(tagged: Optional[str]) -> Optional[Exception]:
 def _empty_message(col: str, num_proc: int) -> str:
     return (f"column {col!r} (param 'featuresCol'): the DataFrame is empty or has fewer rows than "
             f"param 'numProc' ({num_proc}); every training process needs rows")
+
+
+def _payload_batch(payload: bytes) -> pa.RecordBatch:
+    """The trained result's bytes as one batch of rows ``(seq, chunk)``, at most ``_CHUNK`` bytes
+    per chunk; the driver joins the chunks in ``seq`` order."""
+    chunks = [payload[i:i + _CHUNK] for i in range(0, len(payload), _CHUNK)]
+    return pa.RecordBatch.from_arrays([pa.array(range(len(chunks)), pa.int64()), pa.array(chunks, pa.binary())],
+                                      schema=_OUT_SCHEMA)
 
 
 def _error_batch(message: str) -> pa.RecordBatch:
