@@ -302,3 +302,67 @@ def test_exact_small_uneven_arrow_batches_match_one_batch(spark, digits, digits_
     np.testing.assert_allclose(m.pc.toArray(), ref.pc.toArray(), atol=1e-10)
     np.testing.assert_allclose(m.explainedVariance.toArray(), ref.explainedVariance.toArray(), atol=1e-12)
     np.testing.assert_allclose(m.mean.toArray(), digits.mean(axis=0), atol=1e-10)
+
+
+def test_gram_pass_batch_size_scoped(spark, digits, monkeypatch):
+    """The passes lower Arrow's maxRecordsPerBatch to about gram.BATCH_BYTES of features for their
+    own jobs only: the session's value is restored after the fit (also after a failed one), a
+    smaller value set by the user is kept, and the result does not depend on the batch size."""
+    from sparkml_scale.core import gram
+
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    df = _vec_frame(spark, digits)
+    old = spark.conf.get(key)
+    try:
+        ref = PCA(k=5, inputCol="features", outputCol="p").fit(df)
+        assert spark.conf.get(key) == old
+        seen = []
+        real = gram.tree_aggregate
+
+        def spy(*args, **kwargs):
+            seen.append(spark.conf.get(key))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(gram, "tree_aggregate", spy)
+        monkeypatch.setattr(gram, "BATCH_BYTES", 512 * 300)  # d = 64: 300 rows a batch, several per partition
+        spark.conf.set(key, "10000")
+        small = PCA(k=5, inputCol="features", outputCol="p").fit(df)
+        assert seen == ["300"] and spark.conf.get(key) == "10000"
+        np.testing.assert_allclose(small.pc.toArray(), ref.pc.toArray(), atol=1e-12)
+        np.testing.assert_allclose(small.explainedVariance.toArray(), ref.explainedVariance.toArray(), atol=1e-14)
+        spark.conf.set(key, "100")  # already smaller: kept
+        seen.clear()
+        PCA(k=5, inputCol="features", outputCol="p").fit(df)
+        assert seen == ["100"] and spark.conf.get(key) == "100"
+        spark.conf.set(key, "10000")
+        monkeypatch.setattr(gram, "tree_aggregate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(RuntimeError, match="boom"):
+            PCA(k=5, inputCol="features", outputCol="p").fit(df)
+        assert spark.conf.get(key) == "10000"
+    finally:
+        spark.conf.set(key, old)
+        df.unpersist()
+
+
+def test_gram_pass_batch_size_shared_by_overlapping_passes(spark, digits, monkeypatch):
+    """Two passes of one session that overlap (e.g. parallel tuning trials) share the lowered
+    value; the user's value comes back when the last one ends, not before."""
+    from sparkml_scale.core import gram
+    from sparkml_scale.core.training import TrainingColumns
+
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    df = _vec_frame(spark, digits)
+    cols = TrainingColumns("features").probe(df)
+    monkeypatch.setattr(gram, "BATCH_BYTES", 512 * 300)  # d = 64: 300 rows
+    old = spark.conf.get(key)
+    try:
+        spark.conf.set(key, "10000")
+        with gram._batch_rows(df, cols):
+            lowered = spark.conf.get(key)
+            with gram._batch_rows(df, cols):
+                assert spark.conf.get(key) == lowered
+            assert spark.conf.get(key) == lowered  # the outer pass still runs
+        assert lowered == "300" and spark.conf.get(key) == "10000"
+    finally:
+        spark.conf.set(key, old)
+        df.unpersist()
