@@ -249,3 +249,70 @@ def test_one_cpu_process_reports_bad_data_and_empty_input(spark, digits):
         est.fit(train.filter("label < 0"))
     with pytest.raises(ValueError, match=r"'label'.*'labelCol'.*class indices"):
         est.fit(train.withColumn("label", train["label"] + 20))
+
+
+def _forward_by_hand(module, rows, kind):
+    """The expected new columns of each row ``(id, features, other)``: the module's forward in this
+    process (``None`` for a null row), as Python values (vectors as lists)."""
+    out = {}
+    for r in rows:
+        if r[1] is None:
+            out[r[0]] = None
+            continue
+        with torch.no_grad():
+            z = module(torch.tensor([r[1]], dtype=torch.float32)).double().numpy()[0]
+        if kind == "softmax":
+            p = np.exp(z - z.max())
+            out[r[0]] = (float(z.argmax()), (p / p.sum()).tolist())
+        else:
+            out[r[0]] = (z.tolist(),)
+    return out
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_transform_is_one_arrow_udf_over_the_features_alone(spark, loss):
+    """transform runs the module in a scalar Arrow UDF that gets the features column only (no mapInArrow
+    over whole rows, the UDF evaluated once even with two outputs), with the same columns, names, types
+    and values as the mapInArrow pass it replaced -- dotted/backticked names, null rows and a small
+    inference batch included -- and a bad row still names the column."""
+    from pyspark.sql import types as T
+
+    torch.manual_seed(0)
+    factory = functools.partial(mlp, 4, [8], 3)
+    import io
+
+    buf = io.BytesIO()
+    torch.save(factory().state_dict(), buf)
+    model = TorchModel._create(buf.getvalue(), [], 3, "torch_distributor", False, None)
+    feats = "f.`x`s"
+    model._set(model=factory, loss=loss, featuresCol=feats, predictionCol="p.re`d", probabilityCol="pro.b",
+               inferenceBatchSize=3, inputShape=[4])
+    assert model._output_kind() == ("softmax" if loss == "cross_entropy" else "raw")
+    schema = T.StructType([T.StructField("id", T.LongType()), T.StructField(feats, T.ArrayType(T.FloatType())),
+                           T.StructField("o.ther", T.StringType())])
+    rows = [(i, None if i % 4 == 1 else [i / 10, 1.0, -i / 7, 0.5], f"r{i}") for i in range(23)]
+    df = spark.createDataFrame(rows, schema).repartition(2)
+    out = model.transform(df)
+    plan = out._jdf.queryExecution().executedPlan().toString()
+    assert "ArrowEvalPython" in plan and "MapInArrow" not in plan and "pythonUDF1" not in plan, plan
+    assert out.schema == model.transformSchema(df.schema)
+    two = model._output_kind() == "softmax"
+    assert out.schema.names == ["id", feats, "o.ther"] + (["p.re`d", "pro.b"] if two else ["p.re`d"])
+    module = factory()
+    module.load_state_dict(torch.load(io.BytesIO(model._state)))
+    want = _forward_by_hand(module.eval(), rows, model._output_kind())
+    got = out.collect()
+    assert len(got) == 23
+    for r in got:
+        assert r[2] == f"r{r[0]}" and (r[1] is None) == (rows[r[0]][1] is None)
+        if want[r[0]] is None:
+            assert all(v is None for v in r[3:]), r
+            continue
+        new = [v.toArray().tolist() if hasattr(v, "toArray") else v for v in r[3:]]
+        assert len(new) == len(want[r[0]])
+        for a, b in zip(new, want[r[0]]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    bad = spark.createDataFrame([(0, [1.0, 2.0], "x")], schema)
+    with pytest.raises(Exception, match=r"'f\.`x`s'.*2 values"):
+        model.transform(bad).collect()

@@ -189,16 +189,21 @@ def test_reference_set_after_load_is_vetted_on_the_driver_and_never_reaches_the_
     for param in ("model", "optimizer", "loss"):
         with pytest.raises(ModelLoadError, match=f"param '{param}' names 'builtins:open'"):
             est.fit(images, {est.getParam(param): evil})
-    # the executor side: a raw reference that reaches a task is refused there
-    from sparkml_scale.torch.inference import _predict_fn
-
+    # the executor side: a raw reference that reaches the Arrow UDF TorchModel.transform runs is
+    # refused there
     import io
+
+    from pyspark.sql import types as T
+
+    from sparkml_scale.core.session import vector_arrow_udf
+    from sparkml_scale.torch.inference import _predict_udf_fn
 
     buf = io.BytesIO()  # other weights than the model's: the workers cache modules by their weights
     torch.save(small_cnn(10).state_dict(), buf)
-    fn = _predict_fn(evil, buf.getvalue(), "raw", "pixels", 0, [1, 28, 28], 8, "false", ["p"], 1)
+    udf = vector_arrow_udf(images.sparkSession, _predict_udf_fn(evil, buf.getvalue(), "raw", "pixels", [1, 28, 28], 8, "false", 1),
+                           T.DoubleType())
     with pytest.raises(Exception, match="not trusted"):
-        images.mapInArrow(fn, "pixels array<float>, label double, p double").collect()
+        images.select(udf("pixels")).collect()
     assert not marker.exists(), "a reference nobody vetted was called"
 
 

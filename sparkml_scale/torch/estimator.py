@@ -50,7 +50,7 @@ from ..core.progress import FitProgress
 from ..core.lineage import RecordsLineage
 from ..core.schema import check_column, check_new_column, col, distinct_names
 from .factory import trust_passed
-from .inference import _predict_fn
+from .inference import _predict_udf_fn
 from .params import BACKENDS, _REF_PARAMS, _EpochCallbackParam, _TorchParams
 
 __all__ = ["TorchEstimator", "TorchModel"]
@@ -885,26 +885,28 @@ class TorchModel(ReadableRepr, _TorchParams, Model, ParamsReadWrite):
         return functools.partial(build_from, model, quant) if quant else model
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        from ..core.session import vector_arrow_udf
         from .compression import is_quantized
 
-        out_schema = self.transformSchema(dataset.schema)
-        col_index = dataset.schema.names.index(self.getFeaturesCol())
+        self.transformSchema(dataset.schema)
+        new = self._output_fields()
         # one torch thread per task core: the tasks of an executor share its cores
         threads = max(1, int(_conf(dataset.sparkSession, "spark.task.cpus") or 1))
         # the driver resolves (and vets) the reference; the executors get the callable (a compressed
         # model: the module skeleton with the recipe's structure, built here)
         model = self._executor_model(dataset.sparkSession)
         use_gpu = "false" if is_quantized(self._compression) else self.getUseGpu().lower()
-        # Spark's mapInArrow rejects column names with dots or backticks: positional names in the
-        # stage, the real ones restored after it.
-        safe = [f"_c{i}" for i in range(len(out_schema.fields))]
-        n_in = len(dataset.columns)
-        fn = _predict_fn(model, self._state, self._output_kind(), self.getFeaturesCol(), col_index,
-                         self.getInputShape(), self.getInferenceBatchSize(), use_gpu, safe[n_in:], threads)
-        safe_schema = T.StructType([T.StructField(n, f.dataType, f.nullable, f.metadata)
-                                    for n, f in zip(safe, out_schema.fields)])
-        out = dataset.toDF(*safe[:n_in]).mapInArrow(fn, safe_schema)
-        return out.toDF(*[f.name for f in out_schema.fields])
+        # A scalar Arrow UDF over the features column alone (not a mapInArrow pass over whole rows):
+        # the other columns stay in the JVM, only the features go to Python and only the outputs come
+        # back.  Two outputs: one struct, whose fields are selected (Spark evaluates the call once).
+        fn = _predict_udf_fn(model, self._state, self._output_kind(), self.getFeaturesCol(), self.getInputShape(),
+                             self.getInferenceBatchSize(), use_gpu, threads)
+        ret = new[0].dataType if len(new) == 1 else T.StructType(
+            [T.StructField(f"c{i}", f.dataType, True) for i, f in enumerate(new)])
+        pred = vector_arrow_udf(dataset.sparkSession, fn, ret)(col(self.getFeaturesCol()))
+        if len(new) == 1:
+            return dataset.select("*", pred.alias(new[0].name))
+        return dataset.select("*", *[pred.getField(f"c{i}").alias(f.name) for i, f in enumerate(new)])
 
     def _repr_fields(self):
         """``repr``: the module (its factory reference), the number of weights, the epochs trained and

@@ -1,19 +1,22 @@
 """``TorchModel.transform``'s batched inference: the function each Arrow batch goes through.
 
-What runs on the executors, inside ``mapInArrow``:
+What runs on the executors:
 
-- ``_predict_fn(model_spec, state, kind, col, col_index, input_shape, batch, use_gpu, new_names,
-  threads)`` returns ``predict(batches)``, an iterator of ``pyarrow.RecordBatch`` -> iterator of
-  ``RecordBatch``: each output batch is the input batch's columns followed by the new columns
-  named ``new_names``.  ``model_spec`` is what :func:`sparkml_scale.torch.factory.build_module`
-  takes (the driver resolves and vets references first; a raw reference that reaches a task is
-  resolved only when :meth:`~sparkml_scale.torch.factory.Trust.default` trusts it, else
-  ``ModelLoadError``), ``state`` the ``torch.save`` bytes of the ``state_dict``.  The features
-  column (at ``col_index``, named ``col`` in errors) becomes one float32 array ``(n,
-  *input_shape)`` (see :func:`sparkml_scale.torch.data.features_to_float32`, which raises
-  ``ShardDataError`` on ragged rows or a wrong size); the module runs ``batch`` rows at a time under
-  ``torch.no_grad()`` with ``threads`` torch threads, on CUDA when ``use_gpu`` ("auto"/"true"/"false",
-  see :func:`sparkml_scale.torch.loop.pick_device`) asks and finds it.  Null feature rows give null
+- ``_predict_udf_fn(model_spec, state, kind, col, input_shape, batch, use_gpu, threads)`` returns
+  ``predict(feats)``, the body of the scalar Arrow UDF (``pyspark.sql.functions.arrow_udf``) that
+  ``TorchModel.transform`` applies to the features column alone: one Arrow array of features in,
+  the new columns out (one array, or a struct array with the fields ``c0``, ``c1``, ... when there
+  are two; the stage selects its fields).  The other columns of the rows never leave the JVM.
+- ``_predict_columns`` does its work.  ``model_spec`` is what
+  :func:`sparkml_scale.torch.factory.build_module` takes (the driver resolves and vets references
+  first; a raw reference that reaches a task is resolved only when
+  :meth:`~sparkml_scale.torch.factory.Trust.default` trusts it, else ``ModelLoadError``), ``state``
+  the ``torch.save`` bytes of the ``state_dict``.  The features column (named ``col`` in errors)
+  becomes one float32 array ``(n, *input_shape)`` (see
+  :func:`sparkml_scale.torch.data.features_to_float32`, which raises ``ShardDataError`` on ragged
+  rows or a wrong size); the module runs ``batch`` rows at a time under ``torch.no_grad()`` with
+  ``threads`` torch threads, on CUDA when ``use_gpu`` ("auto"/"true"/"false", see
+  :func:`sparkml_scale.torch.loop.pick_device`) asks and finds it.  Null feature rows give null
   outputs.
 - ``_outputs(out, kind)``: the new columns from the float64 outputs ``(n, k)``: ``kind="softmax"``:
   prediction (double, argmax) and probability (dense vectors, softmax); ``"sigmoid"``: prediction
@@ -33,7 +36,6 @@ from typing import Any, Dict, List
 import numpy as np
 import pyarrow as pa
 
-from ..core.faults import maybe_fail
 
 
 #: Modules built by Python workers, by (weights hash, device); a worker builds each model once.
@@ -59,35 +61,48 @@ def _cached_module(model_spec, state: bytes, key: str, use_gpu: str):
     return _MODULES[k]
 
 
-def _predict_fn(model_spec, state: bytes, kind: str, col: str, col_index: int, input_shape, batch: int,
-                use_gpu: str, new_names: List[str], threads: int):
+def _predict_udf_fn(model_spec, state: bytes, kind: str, col: str, input_shape, batch: int, use_gpu: str,
+                    threads: int):
+    """``predict(feats)`` for a scalar Arrow UDF (``pyspark.sql.functions.arrow_udf``) over the
+    features column alone: the new columns (see :func:`_outputs`) for the batch ``feats`` -- one
+    array when there is one, else a struct array with the fields ``c0``, ``c1``, ... (null feature
+    rows: null fields).  The input columns stay on the JVM side (Spark joins the result to its rows),
+    so only the features go to Python and only the outputs come back."""
     key = hashlib.sha1(state).hexdigest()
 
-    def predict(batches):
-        import torch
-
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-        module, device = _cached_module(model_spec, state, key, use_gpu)
-        for b in batches:
-            maybe_fail("transform.batch")
-            valid, X = _valid_features(b.column(col_index), col, input_shape)
-            outs = []
-            with torch.no_grad():
-                for s in range(0, len(X), batch):
-                    outs.append(module(_tensor(X[s:s + batch]).to(device)).float().cpu())
-            out = torch.cat(outs).numpy().astype(np.float64) if outs else np.zeros((0, 1))
-            if out.ndim == 1:
-                out = out[:, None]
-            new = _outputs(out, kind)
-            if valid is not None:
-                idx = np.full(len(valid), -1, dtype=np.int64)
-                idx[valid] = np.arange(int(valid.sum()))
-                take = pa.array(idx, mask=~valid)
-                new = [a.take(take) for a in new]
-            yield pa.RecordBatch.from_arrays(list(b.columns) + new, names=list(b.schema.names) + new_names)
+    def predict(feats):
+        new = _predict_columns(model_spec, state, key, kind, feats, col, input_shape, batch, use_gpu, threads)
+        if len(new) == 1:
+            return new[0]
+        return pa.StructArray.from_arrays(new, names=[f"c{i}" for i in range(len(new))])
 
     return predict
+
+
+def _predict_columns(model_spec, state: bytes, key: str, kind: str, feats, col: str, input_shape, batch: int,
+                     use_gpu: str, threads: int) -> List[pa.Array]:
+    """The new columns (see :func:`_outputs`) for one Arrow batch of the features column ``feats``
+    (null rows: null outputs), the module built once per Python worker (:func:`_cached_module`)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    module, device = _cached_module(model_spec, state, key, use_gpu)
+    valid, X = _valid_features(feats, col, input_shape)
+    outs = []
+    with torch.no_grad():
+        for s in range(0, len(X), batch):
+            outs.append(module(_tensor(X[s:s + batch]).to(device)).float().cpu())
+    out = torch.cat(outs).numpy().astype(np.float64) if outs else np.zeros((0, 1))
+    if out.ndim == 1:
+        out = out[:, None]
+    new = _outputs(out, kind)
+    if valid is not None:
+        idx = np.full(len(valid), -1, dtype=np.int64)
+        idx[valid] = np.arange(int(valid.sum()))
+        take = pa.array(idx, mask=~valid)
+        new = [a.take(take) for a in new]
+    return new
 
 
 def _tensor(x: np.ndarray):
