@@ -24,7 +24,8 @@ import pyarrow as pa
 from .errors import task_error
 from .faults import maybe_fail
 
-__all__ = ["encode_arrays", "encoded_parts", "decode_arrays", "tree_aggregate", "reduce_partials", "PARTIAL_SCHEMA"]
+__all__ = ["encode_arrays", "encoded_parts", "decode_arrays", "tree_aggregate", "reduce_partials", "add_partials",
+           "PARTIAL_SCHEMA"]
 
 PARTIAL_SCHEMA = "pid long, payload binary"
 _PARTIAL_ARROW = pa.schema([("pid", pa.int64()), ("payload", pa.binary())])
@@ -87,16 +88,25 @@ def _sum_partials(payloads: Iterable[bytes]) -> Optional[List[np.ndarray]]:
         if not p:
             continue
         arrays = decode_arrays(p)
-        if acc is None:
-            acc = [np.array(a, copy=True) for a in arrays]
+        acc = add_partials(acc, arrays)
+    return acc
+
+
+def add_partials(acc: Optional[List[np.ndarray]], arrays: Optional[Sequence[np.ndarray]]
+                 ) -> Optional[List[np.ndarray]]:
+    """``acc + arrays`` element-wise, in place in ``acc`` (a copy of ``arrays`` when ``acc`` is
+    ``None``; ``None`` stands for nothing).  A shorter list is a prefix of the longer one (e.g.
+    counters first, then no data arrays for an empty partition): what both have is summed, the
+    rest kept."""
+    if arrays is None:
+        return acc
+    if acc is None:
+        return [np.array(a, copy=True) for a in arrays]
+    for i, b in enumerate(arrays):
+        if i < len(acc):
+            acc[i] += b
         else:
-            # a shorter partial is a prefix of the longer ones (e.g. counters first, then
-            # ``None`` data arrays for an empty partition): sum what both have, keep the rest
-            for i, b in enumerate(arrays):
-                if i < len(acc):
-                    acc[i] += b
-                else:
-                    acc.append(np.array(b, copy=True))
+            acc.append(np.array(b, copy=True))
     return acc
 
 

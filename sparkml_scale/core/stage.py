@@ -203,7 +203,7 @@ class TrainingData:
         from pyspark.sql import functions as F
 
         from .blocks import StatsAccumulator, block_chunks
-        from .mapreduce import _partition_id, tree_aggregate
+        from .mapreduce import _partition_id, add_partials, tree_aggregate
 
         store, P = self._blocks.store, self.stats.num_partitions
 
@@ -238,13 +238,7 @@ class TrainingData:
 
             again = cols.select(self._df).where(F.spark_partition_id().isin(missing))
             more, _ = tree_aggregate(again, reread, depth=1)
-            if arrays is None or more is None:
-                arrays = more if arrays is None else arrays
-            else:  # a shorter list is a prefix of the longer (a partial of None data arrays)
-                short, long_ = sorted((arrays, more), key=len)
-                arrays = [a + b for a, b in zip(long_, short)] + list(long_[len(short):])
-            if arrays is None:
-                arrays = [np.zeros(P)]
+            arrays = add_partials(arrays, more) or [np.zeros(P)]
             if not np.all(arrays[0] == 1):
                 raise RuntimeError("the training input's partitions changed during the fit: partition(s) "
                                    f"{np.flatnonzero(arrays[0] != 1).tolist()} could not be read again")
