@@ -151,3 +151,124 @@ def test_concat_blocks_keeps_csr_and_rows():
     np.testing.assert_array_equal(y, [0, 0, 1, 1, 1])
     X, y, w = concat_blocks([], 3)
     assert X.shape == (0, 3) and len(y) == 0
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_binomial_hessian_is_the_derivative_of_the_gradient(sparse):
+    """``sums_hessian``: the same sums as ``sums``, and a Hessian over ``[coef, b]`` equal to the
+    finite differences of the gradient (weights, several blocks)."""
+    rng = np.random.default_rng(11)
+    d = 5
+    X, y, w = _data(rng, 80, d, 1, sparse)
+    blocks = _split(X, y, w)
+    loss = BinomialLoss()
+    coef, b = rng.normal(size=(1, d)) * 0.4, np.array([0.3])
+    value, gb, g, H = loss.sums_hessian(blocks, coef, b)
+    ref = loss.sums(blocks, coef, b)
+    np.testing.assert_allclose(value, ref[0], rtol=1e-12)
+    np.testing.assert_allclose(gb, ref[1], rtol=1e-12)
+    np.testing.assert_allclose(g, ref[2], rtol=1e-12)
+
+    def grad(v):
+        _, gb_, g_ = loss.sums(blocks, v[:d][None, :], v[d:])
+        return np.append(g_[0], gb_)
+
+    v0 = np.append(coef[0], b)
+    eps = 1e-6
+    num = np.column_stack([(grad(v0 + eps * e) - grad(v0 - eps * e)) / (2 * eps) for e in np.eye(d + 1)])
+    np.testing.assert_allclose(H, num, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(H, H.T, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["diagonal", "cholesky", "raw-scale", "no-intercept"])
+def test_newton_hessian_in_the_optimizers_space(case):
+    """The Hessian :meth:`LBFGSObjective.minimize` gives Newton (``M^T H M / W + P``) is the
+    derivative of :meth:`value_grad`'s gradient in every variable space it can meet."""
+    rng = np.random.default_rng(5)
+    d = 4
+    X, y, w = _data(rng, 60, d, 1, False)
+    corr = np.corrcoef(rng.normal(size=(100, d)), rowvar=False) if case == "cholesky" else None
+    obj = _objective(rng, 1, d, l2=0.5, corr=corr, standardize=case != "raw-scale", fit_b=case != "no-intercept")
+    if case == "no-intercept":
+        obj.mu = np.zeros(d)  # no centring without an intercept (as build_objective does)
+    assert obj.newton_ready()
+    loss = BinomialLoss()
+
+    def sums(coef, b):
+        value, gb, g, H = loss.sums_hessian([(X, y, w)], coef, b)
+        return float(value[0]), gb, g, H
+
+    x = rng.normal(size=obj.x0.shape) * 0.3
+    obj.value_grad(x, sums)
+    M, P = obj._newton_maps()
+    H = M.T @ (obj.extra[0] / obj.W) @ M + P
+    eps = 1e-6
+    num = np.column_stack([(obj.value_grad(x + eps * e, sums)[1] - obj.value_grad(x - eps * e, sums)[1]) / (2 * eps)
+                           for e in np.eye(len(x))])
+    np.testing.assert_allclose(H, num, rtol=1e-5, atol=1e-7)
+
+
+def test_newton_and_lbfgs_reach_the_same_optimum():
+    """``minimize(newton=True)`` (exact Newton steps) ends where L-BFGS does, in fewer evaluations."""
+    rng = np.random.default_rng(9)
+    d = 6
+    X = rng.normal(size=(400, d)) * rng.uniform(0.1, 10.0, size=d)
+    y = (X @ rng.normal(size=d) / 5 + rng.normal(size=400) > 0).astype(float)
+    w = np.ones(400)
+    loss = BinomialLoss()
+    out = {}
+    for newton in (False, True):
+        obj = _objective(np.random.default_rng(1), 1, d, l2=0.01)
+        obj.mu = X.mean(0)
+        obj.inv_std = 1.0 / X.std(0, ddof=1)
+        obj.W = 400.0
+        obj.tol, obj.max_iter = 1e-12, 200
+
+        def sums(coef, b, newton=newton):
+            res = (loss.sums_hessian if newton else loss.sums)([(X, y, w)], coef, b)
+            return (float(res[0][0]), *res[1:])
+
+        x, history, nit, nfev = obj.minimize(sums, newton=newton)
+        out[newton] = (obj.finish(x), history[-1], nfev)
+    (B_l, b_l), f_l, n_l = out[False]
+    (B_n, b_n), f_n, n_n = out[True]
+    assert f_n <= f_l + 1e-14
+    np.testing.assert_allclose(B_n, B_l, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(b_n, b_l, rtol=1e-5, atol=1e-8)
+    assert n_n < n_l and n_n <= 12, (n_n, n_l)
+
+
+def test_support_sums_see_only_the_support_columns():
+    """:class:`SupportSums` evaluates the kernel with zeros off the support and returns the
+    support's gradient; :meth:`SupportSums.narrow` gives the same sums from cut blocks; the
+    objective's ``finish`` puts the coefficients back at their columns."""
+    from sparkml_scale.core.optim.lbfgs import NewtonSums, SupportSums
+
+    rng = np.random.default_rng(4)
+    d = 12
+    support = np.array([1, 4, 5, 10])
+    X = np.zeros((40, d))
+    X[:, support] = rng.normal(size=(40, 4))
+    Xs = sp.csr_matrix(X)
+    y = (rng.random(40) > 0.5).astype(float)
+    w = np.ones(40)
+    coef_s, b = rng.normal(size=(1, 4)), np.array([0.1])
+    full = np.zeros((1, d))
+    full[:, support] = coef_s
+    ref = BinomialLoss().sums([(X, y, w)], full, b)
+    kernel = SupportSums(BinomialLoss(), support, d)
+    for blocks in ([(X, y, w)], [(Xs, y, w)]):
+        got = kernel(blocks, coef_s, b)
+        assert got[2].shape == (1, 4)
+        np.testing.assert_allclose(got[2], ref[2][:, support], rtol=1e-12)
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-12)
+        cut, inner = kernel.narrow(blocks)
+        np.testing.assert_allclose(inner(cut, coef_s, b)[2], got[2], rtol=1e-12)
+        newton = NewtonSums(BinomialLoss(), support)(blocks, coef_s, b)
+        np.testing.assert_allclose(newton[2], got[2], rtol=1e-12)
+        assert newton[3].shape == (5, 5)
+    obj = _objective(rng, 1, 4, l2=0.1)
+    obj.support, obj.num_features = support, d
+    B, _ = obj.finish(rng.normal(size=obj.x0.shape))
+    assert B.shape == (1, d) and np.all(B[:, np.setdiff1d(np.arange(d), support)] == 0)
+    assert np.all(B[:, support] != 0)

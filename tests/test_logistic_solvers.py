@@ -334,3 +334,55 @@ def test_mapreduce_fit_leaves_no_block_files(spark, cancer_df):
     mr = LogisticRegression(solver="mapreduce", regParam=0.01, weightCol="w", tol=1e-10, maxIter=500).fit(cancer_df)
     assert mr.summary.solverUsed == "mapreduce"
     assert _store_files(spark) == before
+
+
+@pytest.fixture(scope="module")
+def hashed_df(spark):
+    """Hashed-like features: 2048 columns of which 40 occur, 6 per row, one of them a constant
+    3.0 (zero variance), and 600 rows."""
+    rng = np.random.default_rng(21)
+    n, d = 600, 2048
+    used = np.sort(rng.choice(d, 40, replace=False))
+    X = np.zeros((n, d))
+    for i in range(n):
+        X[i, rng.choice(used[1:], 6, replace=False)] = rng.choice([1.0, 2.0, -1.0], size=6)
+    X[:, used[0]] = 3.0
+    beta = np.zeros(d)
+    beta[used] = rng.normal(size=40)
+    y = (X @ beta + rng.logistic(size=n) > 0).astype(float)
+    return vector_frame(spark, X, y, sparse=True, parts=3), used
+
+
+@pytest.mark.parametrize("solver", ["mapreduce", "allreduce"])
+def test_hashed_features_fit_on_their_support_as_mllib(spark, hashed_df, solver, monkeypatch):
+    """The optimizer sees only the 39 columns that vary (support_of); mapreduce takes Newton steps
+    there (wants_newton), allreduce L-BFGS; both give MLlib's coefficients, zeros elsewhere."""
+    from pyspark.ml.classification import LogisticRegression as MLlibLR
+
+    import sparkml_scale.classification.logistic_regression as lr_mod
+    from sparkml_scale.core.optim.lbfgs import NewtonSums
+
+    df, used = hashed_df
+    kw = dict(regParam=0.01, tol=1e-10, maxIter=300)
+    kernels = []
+    setup = lr_mod._setup
+
+    def spy(*a, **k):
+        obj, sums = setup(*a, **k)
+        kernels.append((sums, obj))
+        return obj, sums
+
+    monkeypatch.setattr(lr_mod, "_setup", spy)
+    ours = LogisticRegression(solver=solver, **kw).fit(df)
+    ref = MLlibLR(**kw).fit(df)
+    B = ours.coefficients.toArray()
+    off = np.setdiff1d(np.arange(2048), used[1:])
+    assert np.all(B[off] == 0.0)
+    np.testing.assert_allclose(B, ref.coefficients.toArray(), rtol=1e-5, atol=1e-7)
+    assert abs(ours.intercept - ref.intercept) < 1e-6
+    assert ours.summary.objectiveHistory[-1] <= ref.summary.objectiveHistory[-1] * (1 + 1e-9)
+    if solver == "mapreduce":  # set up on the driver (allreduce: inside the barrier tasks)
+        (sums, obj), = kernels
+        assert isinstance(sums, NewtonSums) and obj.d == 39 and obj.num_features == 2048
+        np.testing.assert_array_equal(sums.support, used[1:])
+        assert ours.summary.totalIterations <= 10 and ours.summary.totalIterations < ref.summary.totalIterations

@@ -94,7 +94,8 @@ class _LogisticRegressionParams(
         Params._dummy(),
         "solver",
         "'auto' (allreduce when the cluster has the task slots and memory for it, else mapreduce), "
-        "'mapreduce' (one tree-aggregated Spark job per L-BFGS evaluation), 'allreduce' (one barrier "
+        "'mapreduce' (one tree-aggregated Spark job per L-BFGS evaluation, or per Newton step for "
+        "binomial L2 fits of few varying columns), 'allreduce' (one barrier "
         "stage) or 'sgd' (mini-batch AdaGrad, one Spark job per epoch)",
         typeConverter=TypeConverters.toString,
     )

@@ -19,7 +19,14 @@ allreduce (``"allreduce"``; ``"auto"`` picks it when the cluster's slots and mem
 judged from a row count per input partition and the vector size, without reading the
 features), or
 mini-batch AdaGrad with parameter mixing (``"sgd"``, :mod:`sparkml_scale.core.optim.sgd`),
-which also powers ``LogisticRegressionModel.partialFit``.  The allreduce fit reads the input
+which also powers ``LogisticRegressionModel.partialFit``.  Every L-BFGS fit runs on the
+columns that vary (zero-variance columns get zero coefficients anyway, see
+``_logistic_problem.support_of``): with hashed features the optimizer's vectors, the
+coefficients sent to the executors and the partial gradients have a few hundred entries, not
+2^18.  A map-reduce binomial L2 fit with few such columns and cheap Hessians
+(``_logistic_problem.wants_newton``) takes Newton steps (scipy's trust-exact, the Hessian from
+the same pass as the gradient; scikit-learn's "newton-cholesky" for the same kind of problem):
+5-10 Spark jobs where L-BFGS needs 20-40.  The allreduce fit reads the input
 partitions straight into its barrier tasks (no cached block table, no second transfer): each
 task converts its rows once (``clean_blocks``), the statistics (bad-row counts, class totals,
 feature moments, the correlation matrix of the full preconditioner) are summed by allreduce,
@@ -47,6 +54,7 @@ from pyspark.sql import types as T
 from ..core.display import detail
 from ..core.linear import LinearModelMixin, compressed_matrix, compressed_vector
 from ..core.linear_loss import BinomialLoss, MultinomialLoss, loss_for
+from ..core.optim.lbfgs import NewtonSums, SupportSums
 from ..core.optim.sgd import SGDState
 from ..core.progress import FitProgress
 from ..core.stage import TrainingData, VectorEstimator, VectorModel
@@ -57,7 +65,7 @@ from ..core.summary import (
     LogisticRegressionTrainingSummary,
 )
 from ._logistic_params import MAX_CLASSES, SOLVERS, _LogisticRegressionParams
-from ._logistic_problem import build_objective, scatter_partial, wants_correlation
+from ._logistic_problem import build_objective, scatter_partial, support_of, wants_correlation, wants_newton
 
 __all__ = [
     "LogisticRegression",
@@ -330,7 +338,10 @@ class LogisticRegression(_LogisticRegressionParams, VectorEstimator):
                                self.getStepSize(), self.getSeed())
             coef, intercept = sgd.params()
             return _Fit(coef, intercept, multinomial, num_classes, history, stats.count, solver, sgd=sgd)
-        obj, block_sums = _setup(self, stats, lambda fn: data.aggregate(fn, step="feature correlation pass"))
+        obj, block_sums = _setup(self, stats, lambda fn: data.aggregate(fn, step="feature correlation pass"),
+                                 newton=solver == "mapreduce")
+        if getattr(block_sums, "hessian", False):
+            log.info("LogisticRegression: Newton steps (binomial, L2, %d varying columns)", obj.d)
         x, history, nit, nfev, backend = data.minimize(obj, block_sums)
         log.info("LogisticRegression: %d iterations, %d evaluations", nit, nfev)
         coef, intercept = obj.finish(x)
@@ -361,16 +372,25 @@ def _family(est, stats):
     return multinomial, num_classes, (num_classes if multinomial else 1)
 
 
-def _setup(est, stats, aggregate):
+def _setup(est, stats, aggregate, newton: bool = False):
     """``(LBFGSObjective, block_sums)`` of an L-BFGS fit from the statistics;
     ``aggregate(partial)`` sums a partial over the data (the feature scatter matrix, one pass,
-    when the full preconditioner is wanted)."""
+    when the full preconditioner is wanted).  ``newton``: take Newton steps where
+    :func:`wants_newton` says they are cheap (``block_sums`` is then a
+    :class:`~sparkml_scale.core.optim.lbfgs.NewtonSums`)."""
     _, num_classes, K = _family(est, stats)
+    d = stats.num_features
+    support = support_of(stats)
+    if newton:
+        obj = build_objective(est, stats, K, num_classes, None, support)
+        if wants_newton(obj, stats):  # Newton's steps do not depend on a preconditioner: no scatter pass
+            return obj, NewtonSums(loss_for(obj.multinomial), support)
     scatter = None
-    if est.getMaxIter() > 0 and wants_correlation(est, K, stats.num_features):
-        scatter = aggregate(scatter_partial(stats.num_features))[0]
-    obj = build_objective(est, stats, K, num_classes, scatter)
-    return obj, loss_for(obj.multinomial).sums
+    if est.getMaxIter() > 0 and wants_correlation(est, K, d if support is None else len(support)):
+        scatter = aggregate(scatter_partial(d, support))[0]
+    obj = build_objective(est, stats, K, num_classes, scatter, support)
+    sums = loss_for(obj.multinomial).sums
+    return obj, (sums if support is None else SupportSums(sums, support, d))
 
 
 class _ArrayView:

@@ -74,6 +74,40 @@ class BinomialLoss(_LinearLoss):
         value = float(w @ (np.logaddexp(0.0, m) - y * m))  # log(1 + e^m) - y m, stable
         return value, (w * (expit(m) - y))[:, None]
 
+    def sums_hessian(self, blocks: Iterable, coef: np.ndarray, b: np.ndarray) -> List[np.ndarray]:
+        """:meth:`sums` plus the raw weighted Hessian of the loss in ``[coef, b]``:
+        ``[loss (1,), d/db (1,), d/dcoef (1, d), H (d + 1, d + 1)]`` with
+        ``H = [X 1]^T diag(w p (1 - p)) [X 1]`` (``p = sigmoid(m)``), for Newton steps."""
+        import scipy.sparse as sp
+
+        d = coef.shape[1]
+        loss = 0.0
+        g = np.zeros((1, d))
+        gb = np.zeros(1)
+        H = np.zeros((d + 1, d + 1))
+        for X, y, w in blocks:
+            if X.shape[0] == 0:
+                continue
+            m = self.margins(X, coef, b)[:, 0]
+            p = expit(m)
+            loss += float(w @ (np.logaddexp(0.0, m) - y * m))
+            r = w * (p - y)
+            g[0] += np.asarray(X.T @ r).ravel()
+            gb[0] += r.sum()
+            h = w * p * (1.0 - p)
+            if sp.issparse(X):  # X^T (h X): CSR times CSR, about twice as fast as X.T @ diags(h) @ X
+                X = sp.csr_matrix(X)
+                hX = sp.csr_matrix((X.data * np.repeat(h, np.diff(X.indptr)), X.indices, X.indptr), shape=X.shape)
+                H[:d, :d] += (X.T.tocsr() @ hX).toarray()
+            else:
+                Xs = X * np.sqrt(h)[:, None]
+                H[:d, :d] += Xs.T @ Xs
+            xh = np.asarray(X.T @ h).ravel()
+            H[:d, d] += xh
+            H[d, :d] += xh
+            H[d, d] += h.sum()
+        return [np.array([loss]), gb, g, H]
+
     @staticmethod
     def predict(X, coef: np.ndarray, b: np.ndarray, threshold: float):
         """``(raw (n, 2), probability (n, 2), prediction (n,))``: raw ``[-m, m]``, probability

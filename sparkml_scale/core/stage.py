@@ -252,7 +252,8 @@ class TrainingData:
         from .optim.lbfgs import minimize_allreduce, minimize_mapreduce
 
         progress = self.progress
-        progress.bar("L-BFGS", total=objective.max_iter, unit="it")
+        method = "Newton" if getattr(block_sums, "hessian", False) else "L-BFGS"
+        progress.bar(method, total=objective.max_iter, unit="it")
         if self.execution is not None and self.execution.kind == "allreduce":
             if self._blocks.store is not None:
                 raise RuntimeError("blocks kept on local disks are read by map-reduce passes only")
@@ -263,9 +264,9 @@ class TrainingData:
 
         def on_iteration(it: int, f: float) -> None:
             progress.advance(objective=f)
-            progress.step(f"L-BFGS iteration {it + 1}")
+            progress.step(f"{method} iteration {it + 1}")
 
-        progress.step("L-BFGS iteration 1")
+        progress.step(f"{method} iteration 1")
         x, history, nit, nfev = minimize_mapreduce(self, objective, block_sums, on_iteration)
         return x, history, nit, nfev, None
 

@@ -6,7 +6,9 @@ weighted mean loss plus ``regParam * ((1 - alpha) / 2 * ||B_s||^2 + alpha * ||B_
 coefficients in the standardized space; L1 by the split ``beta = beta+ - beta-`` with bounds
 ``>= 0``; the stop rule is Breeze's (MLlib's).  Reference: Byrd, Lu, Nocedal & Zhu (1995),
 "A limited memory algorithm for bound constrained optimization", through
-``scipy.optimize.minimize(method="L-BFGS-B")``.
+``scipy.optimize.minimize(method="L-BFGS-B")``.  Map-reduce fits of small binomial L2 problems
+take exact Newton steps instead (``method="trust-exact"``, the Hessian summed in the same pass as
+the gradient; Nocedal & Wright (2006), "Numerical Optimization", ch. 4), with the same stop rule.
 """
 from __future__ import annotations
 
@@ -20,9 +22,8 @@ import scipy.sparse as sp
 from ..allreduce import run_barrier
 from ..blocks import iter_blocks
 
-__all__ = ["LBFGSObjective", "cholesky_start", "minimize_mapreduce", "minimize_allreduce", "minimize_direct",
-           "concat_blocks",
-           "STOP_WINDOW"]
+__all__ = ["LBFGSObjective", "SupportSums", "NewtonSums", "cholesky_start", "minimize_mapreduce",
+           "minimize_allreduce", "minimize_direct", "concat_blocks", "STOP_WINDOW"]
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,19 @@ class LBFGSObjective:
     so that strongly correlated features (breast_cancer's radius, perimeter and area) and
     the softmax's coupled classes do not slow L-BFGS down either.  ``sums(coef, b)`` must
     return the raw weighted sums ``(loss, d loss / d b (K,), d loss / d coef (K, d))``.
+
+    With ``support`` (``(d,)`` column indices of the data's ``num_features`` columns) the
+    problem is over those columns only: every per-column argument has ``d`` entries, the data
+    term's kernel sees ``(K, d)`` coefficients (wrap it in :class:`SupportSums`), and
+    :meth:`finish` returns ``(K, num_features)`` coefficients, zero outside ``support``.
     """
 
     def __init__(self, *, K, d, inv_std, std, mu, fit_b, l1, l2, pen1, pen2, multinomial, W, b0, init,
-                 coef_bounds, tol, max_iter, centre_result, curvature=None, corr=None):
+                 coef_bounds, tol, max_iter, centre_result, curvature=None, corr=None, support=None,
+                 num_features=None):
         self.K, self.d = K, d
+        self.support = support
+        self.num_features = d if num_features is None else num_features
         A = np.eye(K) * 0.25 if curvature is None else np.atleast_2d(np.asarray(curvature, dtype=np.float64))
         h = np.repeat(np.diag(A), d)
         self.D = np.sqrt((h + l2 * pen2) / (h + l2))
@@ -145,7 +154,9 @@ class LBFGSObjective:
         n = self.n
         beta, b_c = self.unpack(x)
         coef = beta * self.inv_std
-        loss, gb, g = sums(coef, b_c - coef @ self.mu)
+        loss, gb, g, *extra = sums(coef, b_c - coef @ self.mu)
+        #: What the kernel returned beyond the sums (the raw Hessian of :class:`NewtonSums`).
+        self.extra = extra
         W = self.W
         f = loss / W
         g = (g * self.inv_std - np.outer(gb, self.mu * self.inv_std)) / W
@@ -161,18 +172,55 @@ class LBFGSObjective:
             grad = np.concatenate([grad, gb / W])
         return f, grad
 
-    def minimize(self, sums, on_iteration: Optional[Callable[[int, float], None]] = None):
+    def newton_ready(self) -> bool:
+        """Whether :meth:`minimize` can take Newton steps (``newton=True``): one row of
+        coefficients (binomial), L2 only, no bounds."""
+        return self.K == 1 and not self.multinomial and not self.use_l1 and not self.bounded
+
+    def _newton_maps(self):
+        """``(M (d + 1, nvar), P (nvar, nvar))``: the linear map from the optimizer's variables to
+        the raw ``[coef (d), intercept]`` and the penalty's Hessian in the variables
+        (:meth:`newton_ready` problems only)."""
+        from scipy.linalg import solve_triangular
+
+        d, n = self.d, self.n
+        T = np.diag(1.0 / self.D) if self.L is None else solve_triangular(self.L, np.eye(n), lower=True, trans="T")
+        A = T * self.inv_std[:, None]  # coef = A u
+        nvar = n + self.nb
+        M = np.zeros((d + 1, nvar))
+        M[:d, :n] = A
+        M[d, :n] = -(self.mu @ A)
+        if self.fit_b:
+            M[d, n] = 1.0
+        P = np.zeros((nvar, nvar))
+        P[:n, :n] = self.l2 * (T.T * self.pen2) @ T
+        return M, P
+
+    def minimize(self, sums, on_iteration: Optional[Callable[[int, float], None]] = None, newton: bool = False):
         """L-BFGS-B from ``x0`` with MLlib's (Breeze's) stop rule; returns ``(x, history, nit, nfev)``.
-        ``on_iteration(iteration, objective)`` is called after each iteration (progress)."""
+        ``on_iteration(iteration, objective)`` is called after each iteration (progress).
+
+        ``newton=True`` (:meth:`newton_ready` problems, ``sums`` a :class:`NewtonSums`: it also
+        returns the raw Hessian of the data term): Newton steps instead (scipy's trust-exact, the
+        Hessian from the same pass as the gradient), with the same stop rule.  Newton's method
+        needs a handful of passes where L-BFGS needs tens: the choice of a map-reduce fit whose
+        every pass is a Spark job (scikit-learn's "newton-cholesky" solver makes it for the
+        same kind of problem: few columns, many rows)."""
         from scipy.optimize import minimize
 
         last: Dict[str, np.ndarray] = {}
         box = bool(np.isfinite(self.lo).any() or np.isfinite(self.hi).any())
+        evaluations = [0]
 
         def fun(x):
+            if "x" in last and np.array_equal(last["x"], x):  # scipy asks for the start again: no new pass
+                return last["f"], last["g"].copy()
             f, g = self.value_grad(x, sums)
-            last["x"], last["g"] = x.copy(), g
-            return f, g
+            evaluations[0] += 1
+            last["x"], last["f"], last["g"] = x.copy(), f, g
+            if newton:
+                last["H"] = self.extra[0]
+            return f, g.copy()
 
         history: List[float] = [float(fun(self.x0)[0])]
         tol = self.tol
@@ -203,11 +251,27 @@ class LBFGSObjective:
 
         if self.max_iter == 0:
             return self.x0, history, 0, 1
+        if newton:
+            M, P = self._newton_maps()
+
+            def hess(x):
+                if not np.array_equal(last.get("x"), x):
+                    fun(x)
+                return M.T @ (last["H"] / self.W) @ M + P
+
+            # Exact Newton steps (the subproblem solved by Cholesky, so the convergence is quadratic;
+            # Newton-CG's truncated steps stop MLlib's rule too early on ill-conditioned problems) in
+            # a trust region first as wide as any standardized coefficient vector gets, so that the
+            # full step is taken; gtol 0: the callback's stop rule (MLlib's) ends the iterations.
+            res = minimize(fun, self.x0, jac=True, hess=hess, method="trust-exact", callback=callback,
+                           options={"maxiter": self.max_iter, "gtol": 0.0, "initial_trust_radius": 1e3,
+                                    "max_trust_radius": 1e6})
+            return res.x, history, int(res.nit), evaluations[0]
         bounds = list(zip(np.where(np.isfinite(self.lo), self.lo, None), np.where(np.isfinite(self.hi), self.hi, None))) if box else None
         res = minimize(fun, self.x0, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,
                        options={"maxiter": self.max_iter, "ftol": 0.0, "gtol": 1e-12,
                                 "maxfun": self.max_iter * 20 + 20, "maxcor": 10})
-        return res.x, history, int(res.nit), int(res.nfev) + 1
+        return res.x, history, int(res.nit), evaluations[0]
 
     def finish(self, x: np.ndarray):
         """``(coef (K, d), intercept (K,))`` in the original space, reported as MLlib does."""
@@ -222,7 +286,75 @@ class LBFGSObjective:
                 coef = coef - coef.mean(axis=0, keepdims=True)
             if self.fit_b:
                 intercept = intercept - intercept.mean()
+        if self.support is not None:
+            full = np.zeros((self.K, self.num_features))
+            full[:, self.support] = coef
+            coef = full
         return coef, intercept
+
+
+class SupportSums:
+    """A loss kernel ``block_sums(blocks, coef (K, d), b)`` (:mod:`~sparkml_scale.core.linear_loss`)
+    seen from the ``support`` columns: called with ``(K, len(support))`` coefficients (zero on the
+    other columns), it returns ``[loss (1,), d/db (K,), d/dcoef (K, len(support))]``.  The blocks
+    keep all ``d`` columns; only the coefficients that travel to the executors and the gradients
+    that come back shrink (see :func:`~sparkml_scale.classification._logistic_problem.support_of`)."""
+
+    def __init__(self, block_sums, support: np.ndarray, d: int):
+        self.block_sums = block_sums
+        self.support = np.asarray(support, dtype=np.int64)
+        self.d = d
+
+    def __call__(self, blocks, coef: np.ndarray, b: np.ndarray):
+        full = np.zeros((coef.shape[0], self.d))
+        full[:, self.support] = coef
+        loss, gb, g = self.block_sums(blocks, full, b)
+        return [loss, gb, g[:, self.support]]
+
+    def narrow(self, blocks):
+        """``(blocks', kernel')`` for data read once and evaluated many times (a barrier task):
+        the blocks cut to the support columns and the plain kernel, which then needs no
+        ``d``-long vector per evaluation."""
+        return [(X[:, self.support], y, w) for X, y, w in blocks], self.block_sums
+
+
+class NewtonSums:
+    """The kernel of a Newton fit: ``loss.sums_hessian`` (e.g.
+    :meth:`~sparkml_scale.core.linear_loss.BinomialLoss.sums_hessian`), ``[loss (1,), d/db (1,),
+    d/dcoef (1, d), H (d + 1, d + 1)]``; with ``support`` the blocks are cut to those columns on
+    the fly (then ``d = len(support)``)."""
+
+    hessian = True
+
+    def __init__(self, loss, support: Optional[np.ndarray] = None):
+        self.loss = loss
+        self.support = None if support is None else np.asarray(support, dtype=np.int64)
+
+    def __call__(self, blocks, coef: np.ndarray, b: np.ndarray):
+        if self.support is not None:
+            blocks = ((X[:, self.support], y, w) for X, y, w in blocks)
+        return self.loss.sums_hessian(blocks, coef, b)
+
+
+def _nonzeros(a: np.ndarray):
+    """``[positions (int64), values]`` of the non-zero entries of ``a`` (flattened)."""
+    flat = a.ravel()
+    nz = np.flatnonzero(flat)
+    return [nz, flat[nz]]
+
+
+def _from_nonzeros(positions: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of :func:`_nonzeros`: the flat ``(n,)`` float64 array."""
+    out = np.zeros(int(n))
+    out[positions.astype(np.int64)] = values
+    return out
+
+
+def _narrowed(data, block_sums):
+    """``(data, block_sums)`` cut to the kernel's support when it has one (:meth:`SupportSums.narrow`)."""
+    if isinstance(block_sums, SupportSums):
+        return block_sums.narrow(data)
+    return data, block_sums
 
 
 def cholesky_start(corr: np.ndarray, A: np.ndarray, l2: float, pen2: np.ndarray):
@@ -274,9 +406,9 @@ def minimize_mapreduce(data, obj: LBFGSObjective, block_sums,
 
     def sums(coef, b):
         arrays = data.aggregate(lambda blocks: block_sums(blocks, coef, b))
-        return float(arrays[0][0]), arrays[1], arrays[2]
+        return (float(arrays[0][0]), *arrays[1:])
 
-    return obj.minimize(sums, on_iteration)
+    return obj.minimize(sums, on_iteration, newton=getattr(block_sums, "hessian", False))
 
 
 _BACKENDS = {0: "local", 1: "gloo", 2: "spark"}
@@ -298,15 +430,15 @@ def minimize_allreduce(blocks_df, obj: LBFGSObjective, block_sums, world: int, n
     on every rank.  Rank 0 reports each iteration's objective to the driver's progress channel
     at ``progress`` (:func:`sparkml_scale.core.progress.report`).  Returns ``(x, history,
     iterations, evaluations, backend)``."""
-    d = obj.d
+    d = obj.num_features
 
     def task(batches, comm):
         t0 = time.perf_counter()
-        data = concat_blocks(iter_blocks(batches), d)
+        data, kernel = _narrowed([concat_blocks(iter_blocks(batches), d)], block_sums)
         t_load = time.perf_counter() - t0
 
         def sums(coef, b):
-            total = comm.allreduce(block_sums([data], coef, b))
+            total = comm.allreduce(kernel(data, coef, b))
             return float(total[0][0]), total[1], total[2]
 
         x, history, nit, nfev = obj.minimize(sums, _reporter(progress) if comm.rank == 0 else None)
@@ -373,9 +505,10 @@ def minimize_direct(df, cols, problem, world: int, num_partitions: Optional[int]
         except ValueError as exc:  # every rank sees the same statistics: all skip alike
             msg = np.frombuffer(str(exc).encode("utf-8"), dtype=np.uint8)
             return [np.array([0.0]), np.asarray(sizes, dtype=np.float64), flat, msg]
+        local, kernel = _narrowed(data, block_sums)
 
         def sums(coef, b):
-            out = comm.allreduce(block_sums(data, coef, b))
+            out = comm.allreduce(kernel(local, coef, b))
             return float(out[0][0]), out[1], out[2]
 
         t2 = time.perf_counter()
@@ -384,19 +517,27 @@ def minimize_direct(df, cols, problem, world: int, num_partitions: Optional[int]
         t3 = time.perf_counter()
         info = np.array([nit, nfev, _BACKEND_CODES[comm.backend], t_load, t3 - t0, t1 - t0 - t_load, t2 - t1,
                          t3 - t2, comm.started, comm.setup_seconds, time.time()])
-        return [np.array([1.0]), np.asarray(sizes, dtype=np.float64), flat, x, np.asarray(history),
-                info, np.asarray(coef), np.asarray(intercept)]
+        if comm.rank > 0:  # the driver reads rank 0's results and only compares the other ranks' iterates
+            return [np.array([1.0]), np.zeros(0), np.zeros(0), x]
+        # The statistics and coefficients of hashed features are mostly zeros: sent as
+        # (positions, values), each megabyte through Spark's result path costing ~20 ms.
+        return [np.array([1.0]), np.asarray(sizes, dtype=np.float64), *_nonzeros(flat), x, np.asarray(history),
+                info, *_nonzeros(np.asarray(coef)), np.asarray(intercept), np.asarray(np.shape(coef), dtype=np.int64)]
 
     t_driver = time.time()
     results = run_barrier(df, world, task, num_partitions)
     t_back = time.time()
     first = results[0]
-    sizes = np.cumsum(first[1].astype(np.int64))[:-1]
-    stats = BlockStats(np.split(first[2], sizes), len(results), d, K)
+    ends = np.cumsum(first[1].astype(np.int64))
     if first[0][0] == 0:
+        stats = BlockStats(np.split(first[2], ends[:-1]), len(results), d, K)
         problem.check(stats)  # the driver's own error (e.g. VectorColumnError naming the column)
         raise ValueError(bytes(first[3]).decode("utf-8"))
-    x, history, info, coef, intercept = first[3:]
+    stats = BlockStats(np.split(_from_nonzeros(first[2], first[3], ends[-1]), ends[:-1]), len(results), d, K)
+    x, history, info = first[4:7]
+    shape = tuple(int(n) for n in first[10])
+    coef = _from_nonzeros(first[7], first[8], int(np.prod(shape))).reshape(shape)
+    intercept = first[9]
     for r in results[1:]:
         if r is not None and not np.array_equal(r[3], x):
             raise RuntimeError("allreduce solver: the ranks' iterates differ (non-deterministic reduction)")
