@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.gram import restrict_columns
 from ..core.optim.lbfgs import LBFGSObjective
 
 __all__ = ["FULL_PRECONDITIONER_ENTRIES", "build_objective", "wants_correlation", "scatter_partial",
@@ -69,7 +70,7 @@ def scatter_partial(d: int, support=None):
             if X.shape[0] == 0:
                 continue
             if support is not None:
-                X = X[:, support]
+                X = restrict_columns(X, support)
             if sp.issparse(X):
                 S += np.asarray((X.T @ sp.diags(w) @ X).todense())
             elif np.all(w == 1.0):

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from ..allreduce import run_barrier
 from ..blocks import iter_blocks
+from ..gram import restrict_columns
 
 __all__ = ["LBFGSObjective", "SupportSums", "NewtonSums", "cholesky_start", "minimize_mapreduce",
            "minimize_allreduce", "minimize_direct", "concat_blocks", "STOP_WINDOW"]
@@ -315,7 +316,7 @@ class SupportSums:
         """``(blocks', kernel')`` for data read once and evaluated many times (a barrier task):
         the blocks cut to the support columns and the plain kernel, which then needs no
         ``d``-long vector per evaluation."""
-        return [(X[:, self.support], y, w) for X, y, w in blocks], self.block_sums
+        return [(restrict_columns(X, self.support), y, w) for X, y, w in blocks], self.block_sums
 
 
 class NewtonSums:
@@ -332,7 +333,7 @@ class NewtonSums:
 
     def __call__(self, blocks, coef: np.ndarray, b: np.ndarray):
         if self.support is not None:
-            blocks = ((X[:, self.support], y, w) for X, y, w in blocks)
+            blocks = ((restrict_columns(X, self.support), y, w) for X, y, w in blocks)
         return self.loss.sums_hessian(blocks, coef, b)
 
 
