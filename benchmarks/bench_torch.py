@@ -15,6 +15,11 @@ classes), Adam, lr 1e-3, seed 0, batch 64, ``--epochs`` epochs over ``--rows`` i
   mini-batch); torch's default threads (all cores); its wall time from the tensors on.
 - ours: ``TorchEstimator(numProc=1).fit(df)`` end to end (the Spark stage, the data written to the
   training process, torch's start, the epochs, the weights back): its wall time.
+- both: ``--train-repeat`` rounds (full 2, small 1), the bare loop then each backend's fit in turn,
+  best of each kept (one run each is noise-dominated: the bare loop alone measured 8.1-11.0 s
+  across runs on this machine); every run is reported in the JSON row, and the first fit of the
+  session (which also starts the Python workers and imports torch in them, about 3.5 s here; the
+  bare loop's process imported torch before its clock started) gets a row of its own, with no target.
 - target: ours / bare <= 1.43 (>= 0.7x the bare loop's speed).  Check: accuracy of both models on
   2,000 held-out images (ours within 0.03 of the bare loop's).
 
@@ -52,8 +57,8 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 from benchmarks.harness import add_report_args, materialize, result_row, write_rows  # noqa: E402
 
-SIZES = {"small": {"rows": 6000, "epochs": 2, "infer_rows": 10000, "mlp_rows": 20000, "repeat": 2},
-         "full": {"rows": 20000, "epochs": 3, "infer_rows": 20000, "mlp_rows": 53910, "repeat": 3}}
+SIZES = {"small": {"rows": 6000, "epochs": 2, "infer_rows": 10000, "mlp_rows": 20000, "repeat": 2, "train_repeat": 1},
+         "full": {"rows": 20000, "epochs": 3, "infer_rows": 20000, "mlp_rows": 53910, "repeat": 3, "train_repeat": 2}}
 
 
 def bare_loop(X, y, epochs, batch_size, lr, seed):
@@ -191,6 +196,8 @@ def main(argv=None):
     ap.add_argument("--infer-rows", type=int, default=None, help="CNN inference rows (small 10000, full 20000)")
     ap.add_argument("--mlp-rows", type=int, default=None, help="MLP 64-512-512-10 rows (small 20000, full 53910)")
     ap.add_argument("--repeat", type=int, default=None, help="timed runs per inference case (best kept)")
+    ap.add_argument("--train-repeat", type=int, default=None,
+                    help="rounds of (bare loop, each backend's fit), best kept (small 1, full 2)")
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--skip-train", action="store_true", help="inference only (a 1-epoch CNN fit first)")
     ap.add_argument("--skip-infer", action="store_true")
@@ -224,27 +231,47 @@ def main(argv=None):
     model = None
     if not args.skip_train:
         train = _parquet_cached(spark, tmp, "train", X[: args.rows], {"label": pa.array(y[: args.rows])})
-        bare_model, bare_s = bare_loop(X[: args.rows].reshape(-1, 1, 28, 28), y[: args.rows], args.epochs,
-                                       args.batch_size, 1e-3, 0)
-        bare_acc = _accuracy(bare_model, Xho, yho)
-        print(f"bare loop ({torch.get_num_threads()} threads): {bare_s:.2f} s, accuracy {bare_acc:.3f}", flush=True)
+        Xtr, ytr = X[: args.rows].reshape(-1, 1, 28, 28), y[: args.rows]
+        estimators = {}
         for backend in args.backends.split(","):
             if backend == "horovod" and not horovod_available():
                 print("horovod: not installed, skipped")
                 continue
-            est = TorchEstimator(model=cnn, featuresCol="pixels", inputShape=[1, 28, 28], backend=backend,
-                                 numProc=1, epochs=args.epochs, batchSize=args.batch_size, learningRate=1e-3, seed=0)
-            t0 = time.perf_counter()
-            fitted = est.fit(train)
-            ours_s = time.perf_counter() - t0
+            estimators[backend] = TorchEstimator(model=cnn, featuresCol="pixels", inputShape=[1, 28, 28],
+                                                 backend=backend, numProc=1, epochs=args.epochs,
+                                                 batchSize=args.batch_size, learningRate=1e-3, seed=0)
+        # ``train_repeat`` rounds, the bare loop and every backend in turn (a change in the machine's
+        # load hits all of them); best of each.  One run each is noise-dominated: the bare loop alone
+        # measured 8.1 to 11.0 s across runs on this machine.  Both sides are seeded and deterministic,
+        # so every round trains the same models.
+        bare_t, our_t, fitted_by = [], {b: [] for b in estimators}, {}
+        for _ in range(args.train_repeat):
+            bare_model, s = bare_loop(Xtr, ytr, args.epochs, args.batch_size, 1e-3, 0)
+            bare_t.append(s)
+            for backend, est in estimators.items():
+                t0 = time.perf_counter()
+                fitted_by[backend] = est.fit(train)
+                our_t[backend].append(time.perf_counter() - t0)
+        bare_s = min(bare_t)
+        bare_acc = _accuracy(bare_model, Xho, yho)
+        print(f"bare loop ({torch.get_num_threads()} threads): best {bare_s:.2f} s of "
+              f"{[round(t, 2) for t in bare_t]}, accuracy {bare_acc:.3f}", flush=True)
+        for backend, fitted in fitted_by.items():
+            ours_s = min(our_t[backend])
             acc = _accuracy(fitted.module(), Xho, yho)
             steady = [round(h["samples_per_s"]) for h in fitted.history]
-            print(f"train {backend}: fit {ours_s:.2f} s = {ours_s / bare_s:.2f}x the bare loop's time "
-                  f"(epochs' samples/s {steady}), accuracy {acc:.3f}", flush=True)
+            print(f"train {backend}: fit best {ours_s:.2f} s of {[round(t, 2) for t in our_t[backend]]} = "
+                  f"{ours_s / bare_s:.2f}x the bare loop's time (epochs' samples/s {steady}), accuracy {acc:.3f}",
+                  flush=True)
             rows.append(result_row(f"train cnn {backend} numProc=1 {args.rows}x{args.epochs}ep", ours_s,
                                    "bare torch loop", bare_s, target=1.43,
                                    check=f"accuracy {acc:.3f} vs {bare_acc:.3f}", check_ok=abs(acc - bare_acc) <= 0.03,
-                                   epochs_samples_per_s=steady))
+                                   epochs_samples_per_s=steady, ours_runs=our_t[backend], anchor_runs=bare_t))
+            if len(our_t[backend]) > 1:  # the first fit alone: it also starts Python workers and imports torch
+                rows.append(result_row(f"train cnn {backend} numProc=1 {args.rows}x{args.epochs}ep, first fit "
+                                       "of the session", our_t[backend][0], "bare torch loop (first run)", bare_t[0],
+                                       check=f"accuracy {acc:.3f} vs {bare_acc:.3f}",
+                                       check_ok=abs(acc - bare_acc) <= 0.03))
             model = model or fitted
         train.unpersist()
 

@@ -85,25 +85,54 @@ def test_encode_decode_roundtrip_and_rejects_garbage():
         decode_arrays(bad)
 
 
-@pytest.mark.connect
-@pytest.mark.parametrize("depth", [1, 2, 3])
-def test_tree_aggregate_sums_over_many_partitions(spark, depth):
-    df = spark.range(0, 1000, numPartitions=25)
+def _id_sums():
+    """A partial for :func:`tree_aggregate`: ``[sum of ids, count]`` of a partition of ``spark.range``
+    (``None`` when it has no row); nested, so that it is pickled by value, not by this module's name."""
 
     def partial(batches):
         total = np.zeros(2)
         for b in batches:
             ids = b.column(0).to_numpy()
             total += [ids.sum(), len(ids)]
-        return [total]
+        return [total] if total[1] else None
 
-    arrays, reached = tree_aggregate(df, partial, depth=depth, num_partitions=25)
+    return partial
+
+
+@pytest.mark.connect
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_tree_aggregate_sums_over_many_partitions(spark, depth):
+    df = spark.range(0, 1000, numPartitions=25)
+    arrays, reached = tree_aggregate(df, _id_sums(), depth=depth, num_partitions=25)
     np.testing.assert_array_equal(arrays[0], [sum(range(1000)), 1000])
     if depth == 1:
         assert reached == 25
     else:
         assert reached < 25
 
+
+
+@pytest.mark.connect
+@pytest.mark.parametrize("inline_bytes", [None, 380])
+def test_tree_aggregate_with_unknown_partition_count(spark, monkeypatch, inline_bytes):
+    """Partition count unknown: one job brings the first partials (up to INLINE_BYTES) and the
+    count; with a small budget the partials of the later partitions are summed by a tree over
+    the persisted rows, and the sum is the same."""
+    import sparkml_scale.core.mapreduce as mr
+
+    if inline_bytes is not None:
+        monkeypatch.setattr(mr, "INLINE_BYTES", inline_bytes)
+    held = []
+    real = mr.reduce_partials
+    monkeypatch.setattr(mr, "reduce_partials", lambda df, depth, n=None: held.append(n) or real(df, depth, n))
+    df = spark.range(0, 1000, numPartitions=25)
+    arrays, parts = tree_aggregate(df, _id_sums(), depth=2)
+    np.testing.assert_array_equal(arrays[0], [sum(range(1000)), 1000])
+    assert parts == 25
+    # a payload is 38 bytes: (pid + 1) * 38 <= 380 holds for pids 0..9, the other 15 go through the tree
+    assert held == ([] if inline_bytes is None else [15])
+    empty = spark.range(0, 10, numPartitions=3).filter("id < 0")
+    assert tree_aggregate(empty, _id_sums(), depth=2) == (None, 3)
 
 @pytest.mark.connect
 def test_vectors_roundtrip_through_spark(spark):

@@ -144,6 +144,10 @@ def tree_aggregate(
     returned ``None``) and the partition count of ``df`` (pass it to later calls
     on the same data to skip counting); with ``depth == 1`` or a tree, the
     number of partials that reached the driver.
+
+    With ``depth >= 2`` and ``num_partitions`` unknown the partials are persisted and one
+    job brings the first of them to the driver (at most :data:`INLINE_BYTES` when they are
+    of equal size) and counts them; a tree sums the others (a second job), if any.
     """
 
     def mapper(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -153,15 +157,35 @@ def tree_aggregate(
 
     partials = df.mapInArrow(mapper, PARTIAL_SCHEMA)
     if depth >= 2 and num_partitions is None:
-        # The partition count is not known without RDD APIs: materialise the (small)
-        # partial rows once, count them, then reduce with a tree planned for that count.
+        # The partition count is not known without RDD APIs.  One job materialises the partial
+        # rows (persisted) and brings the first of them to the driver, up to INLINE_BYTES in
+        # all; the rest, if any, are summed by a tree planned from the count that job gave.
         partials = partials.persist()
         try:
-            num_partitions = _run(partials.count)
-            return reduce_partials(partials, depth, num_partitions)[0], num_partitions
+            return _inline_then_tree(partials, depth)
         finally:
             partials.unpersist()
     return reduce_partials(partials, depth, num_partitions)
+
+
+#: With an unknown partition count, :func:`tree_aggregate` lets partition ``i``'s partial reach the
+#: driver in the pass's own job when ``(i + 1) * len(partial) <= INLINE_BYTES`` (so partials of
+#: equal size bring at most this many bytes; a tree over the cached rows sums the others).
+INLINE_BYTES = 64 << 20
+
+
+def _inline_then_tree(partials, depth: int):
+    """``(sums, partition count)`` of persisted partial rows, as :func:`tree_aggregate` says."""
+    from pyspark.sql import functions as F
+
+    inline = F.when(F.length("payload") * (F.col("pid") + F.lit(1)) <= F.lit(INLINE_BYTES), F.col("payload"))
+    rows = _run(partials.select("pid", inline.alias("payload")).collect)
+    total = _sum_partials(r["payload"] for r in rows if r["payload"] is not None)
+    held = sorted(int(r["pid"]) for r in rows if r["payload"] is None)
+    if held:
+        rest, _ = reduce_partials(partials.filter(F.col("pid").isin(held)), depth, len(held))
+        total = add_partials(total, rest)
+    return total, len(rows)
 
 
 def reduce_partials(partials, depth: int = 2, num_partitions: Optional[int] = None):
