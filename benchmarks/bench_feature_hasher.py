@@ -12,6 +12,10 @@
   10^4-10^5 (skewed) distinct values, integer categoricals, booleans, doubles and
   ints, some nulls.
 
+Each case also times a no-op Arrow UDF with our UDF's argument columns and output shape that
+hashes nothing (:func:`noop_hasher`; a row of its own, no target): the floor of any Arrow-UDF
+hasher, next to Spark's time.
+
 Each case's data is written to Parquet, read back, cached and counted first, and
 each transform is materialised with a ``noop`` write (``harness.compare``: best of
 ``--repeat``, alternating).  Before timing, both outputs are compared on a sample
@@ -106,6 +110,38 @@ def _same_outputs(ours, theirs, df, cols, cats, n) -> bool:
         and x[0].values.tobytes() == y[0].values.tobytes() for x, y in zip(a, b))
 
 
+def noop_hasher(hasher):
+    """A transform with ``hasher``'s Arrow UDF plumbing and none of its work: the same argument
+    columns (cast as it casts them) into an Arrow UDF that hashes nothing and returns, per row,
+    a sparse vector of one entry per input column at fixed indices (the size of a hashed row
+    without collisions or nulls).  Its time is the floor of any Arrow-UDF hasher: Spark moving
+    the columns to Python, running the UDF and reading the vectors back."""
+    import numpy as np
+    import scipy.sparse as sp
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql import functions as F
+
+    from sparkml_scale.core.arrow import block_to_vectors
+    from sparkml_scale.core.session import vector_arrow_udf
+
+    n = hasher.getNumFeatures()
+
+    def fixed_entries(*columns):
+        m, k = len(columns[0]), len(columns)
+        X = sp.csr_matrix((np.ones(m * k), np.tile(np.arange(k, dtype=np.int32), m),
+                           np.arange(0, m * k + 1, k, dtype=np.int64)), shape=(m, n))
+        return block_to_vectors(X)
+
+    def transform(df):
+        _, cast, _, _ = hasher._plans(df.schema)
+        args = [(F.col(c).cast("string") if to_string else F.col(c)).alias(f"c{i}")
+                for i, (c, to_string) in enumerate(zip(hasher.getInputCols(), cast))]
+        udf = vector_arrow_udf(df.sparkSession, fixed_entries, VectorUDT())
+        return df.select("*", udf(*args).alias(hasher.getOutputCol()))
+
+    return transform
+
+
 def main(argv=None) -> list:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--master", default="local[2]")
@@ -155,6 +191,13 @@ def main(argv=None) -> list:
                 ours_median=res["ours_median"], anchor_median=res["theirs_median"], cpu_ratio=res["cpu_ratio"]))
             if not ok:
                 print(f"  {name}: OUTPUTS DIFFER on the {SAMPLE}-row sample", flush=True)
+            noop = noop_hasher(ours)
+            floor = compare(f"{label}, no-op UDF", lambda: materialize(noop(df)),
+                            lambda: materialize(theirs.transform(df)), repeat=args.repeat)
+            rows.append(result_row(
+                f"no-op Arrow UDF, same columns as FeatureHasher {label} (the floor of ours)", floor["ours"],
+                "Spark FeatureHasher", floor["theirs"], target=None,
+                check=f"nothing hashed; {len(cols)} fixed entries per row", rows=nrows, columns=len(cols)))
         write_rows(args.json, rows)
         return rows
     finally:
