@@ -178,12 +178,12 @@ def _inline_then_tree(partials, depth: int):
     """``(sums, partition count)`` of persisted partial rows, as :func:`tree_aggregate` says."""
     from pyspark.sql import functions as F
 
-    inline = F.when(F.length("payload") * (F.col("pid") + F.lit(1)) <= F.lit(INLINE_BYTES), F.col("payload"))
-    rows = _run(partials.select("pid", inline.alias("payload")).collect)
+    fits = F.length("payload") * (F.col("pid") + F.lit(1)) <= F.lit(INLINE_BYTES)
+    rows = _run(partials.select("pid", F.when(fits, F.col("payload")).alias("payload")).collect)
     total = _sum_partials(r["payload"] for r in rows if r["payload"] is not None)
-    held = sorted(int(r["pid"]) for r in rows if r["payload"] is None)
+    held = sum(1 for r in rows if r["payload"] is None)
     if held:
-        rest, _ = reduce_partials(partials.filter(F.col("pid").isin(held)), depth, len(held))
+        rest, _ = reduce_partials(partials.filter(~fits), depth, held)
         total = add_partials(total, rest)
     return total, len(rows)
 
