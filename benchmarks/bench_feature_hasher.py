@@ -119,7 +119,6 @@ def noop_hasher(hasher):
     import numpy as np
     import scipy.sparse as sp
     from pyspark.ml.linalg import VectorUDT
-    from pyspark.sql import functions as F
 
     from sparkml_scale.core.arrow import block_to_vectors
     from sparkml_scale.core.session import vector_arrow_udf
@@ -133,11 +132,9 @@ def noop_hasher(hasher):
         return block_to_vectors(X)
 
     def transform(df):
-        _, cast, _, _ = hasher._plans(df.schema)
-        args = [(F.col(c).cast("string") if to_string else F.col(c)).alias(f"c{i}")
-                for i, (c, to_string) in enumerate(zip(hasher.getInputCols(), cast))]
+        args, _, out, _ = hasher._udf_arguments(df.schema)  # the hasher's own argument columns
         udf = vector_arrow_udf(df.sparkSession, fixed_entries, VectorUDT())
-        return df.select("*", udf(*args).alias(hasher.getOutputCol()))
+        return df.select("*", udf(*args).alias(out))
 
     return transform
 

@@ -677,19 +677,24 @@ class FeatureHasher(ReadableRepr, Transformer, HasInputCols, HasOutputCol, HasNu
         )
 
     # --------------------------------------------------------------- transform
-    def _transform(self, dataset: DataFrame) -> DataFrame:
+    def _udf_arguments(self, schema: T.StructType):
+        """``(args, plans, outputCol, numFeatures)``: the UDF's argument columns for ``schema``, one
+        per input column (a ``struct()`` argument would cost the JVM a row copy per row), cast to
+        string where Spark hashes the text; raises as :meth:`transform`."""
         from pyspark.sql import functions as F
 
-        plans, cast, out, n = self._plans(dataset.schema)
-        cols = self.getInputCols()
+        plans, cast, out, n = self._plans(schema)
         args = []
-        for i, (c, to_string) in enumerate(zip(cols, cast)):
+        for i, (c, to_string) in enumerate(zip(self.getInputCols(), cast)):
             col = F.col(quote(c))
             if to_string:
                 col = col.cast("string")
             args.append(col.alias(f"c{i}"))
+        return args, plans, out, n
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        args, plans, out, n = self._udf_arguments(dataset.schema)
         udf = _make_udf(dataset.sparkSession, plans, n, self.getSigned())
-        # one UDF argument per column: a struct() argument costs the JVM a row copy per row
         feature = udf(*args).alias(out, metadata={"ml_attr": {"num_attrs": n}})
         return dataset.select("*", feature)
 
