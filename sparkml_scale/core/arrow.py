@@ -22,6 +22,7 @@ __all__ = [
     "vectors_to_block",
     "block_to_vectors",
     "dense_to_vectors",
+    "bytes_to_dense",
     "numeric_to_numpy",
     "VectorColumnError",
 ]
@@ -146,6 +147,45 @@ def lists_to_dense(
     if size is not None and n and d != size:
         raise VectorColumnError(f"column {column!r} holds vectors of size {d}, expected {size}")
     return np.asarray(values, dtype=np.float64).reshape(n, d)
+
+
+def bytes_to_dense(
+    arr: Union[pa.Array, pa.ChunkedArray], column: str = "features", size: Optional[int] = None
+) -> np.ndarray:
+    """A ``binary`` column of vectors as little-endian float64 bytes (``8 d`` bytes per row, what
+    the package's JVM function ``sparkml_scale_vector_to_bytes`` writes, see
+    :mod:`sparkml_scale.core.jvm`) as an ``(n, d)`` float64 array: a read-only view of the Arrow
+    buffer, copied only when it is not 8-byte aligned.
+
+    Raises ``VectorColumnError`` (naming ``column``) on nulls, on rows of different sizes, or
+    when ``size`` is given and differs.
+    """
+    arr = _combine(arr)
+    n = len(arr)
+    if arr.null_count:
+        raise VectorColumnError(f"column {column!r} holds {arr.null_count} null vector(s)")
+    if n == 0:
+        return np.zeros((0, size or 0))
+    off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=off_type, count=n + 1,
+                            offset=arr.offset * np.dtype(off_type).itemsize).astype(np.int64)
+    lengths = np.diff(offsets)
+    nbytes = int(lengths[0])
+    if (lengths != nbytes).any():
+        other = int(lengths[lengths != nbytes][0])
+        raise VectorColumnError(f"column {column!r} holds vectors of different sizes ({nbytes // 8} and {other // 8})")
+    if nbytes % 8:
+        raise VectorColumnError(f"column {column!r}: {nbytes} bytes per vector is not a whole number of doubles")
+    d = nbytes // 8
+    if size is not None and d != size:
+        raise VectorColumnError(f"column {column!r} holds vectors of size {d}, expected {size}")
+    if d == 0:
+        return np.zeros((n, 0))
+    X = np.frombuffer(bufs[2], dtype="<f8", count=n * d, offset=int(offsets[0])).reshape(n, d)
+    if not X.flags.aligned:
+        X = X.copy()
+    return X.astype(np.float64, copy=False)
 
 
 def dense_to_vectors(x: np.ndarray) -> pa.StructArray:

@@ -121,7 +121,9 @@ def get_session(
     apart from the runtime SQL settings above.  A new classic session also gets
     the jars found in the project's ``jars/`` directory or ``$SPARKML_SCALE_JARS``
     (:mod:`sparkml_scale.core.jars`; Delta's SQL extension when a Delta jar is
-    among them; under spark-submit pass ``$(sparkml-scale jars)`` instead).
+    among them; under spark-submit pass ``$(sparkml-scale jars)`` instead), and the
+    package's own ``sparkml-scale-udf.jar`` (:mod:`sparkml_scale.core.jvm`; a Connect
+    session gets it as an artifact when a fit first needs it).
     """
     _set_python_env()
     from pyspark.sql import SparkSession
@@ -151,8 +153,12 @@ def get_session(
             settings["spark.driver.extraJavaOptions"] = java_opts
         # Optional jars (Delta Lake) from jars/ or $SPARKML_SCALE_JARS: no --packages download needed.
         from .jars import jar_conf
+        from .jvm import JAR
 
         settings.update(jar_conf(base=settings))
+        # The package's own JVM function (vectors to Python as bytes, core/jvm.py).
+        if os.path.isfile(JAR):
+            settings["spark.jars"] = ",".join([j for j in settings.get("spark.jars", "").split(",") if j] + [JAR])
     for k, v in settings.items():
         if remote and (not k.startswith("spark.sql") or "fallback" in k):
             continue  # static settings cannot be changed through Connect

@@ -8,9 +8,11 @@ rows with the same message, whether it then caches numpy blocks for an iterative
 - :class:`TrainingColumns`: which columns (and which params name them), the kind of label
   (none, any finite number, or class indices ``0..K-1``) and the first vector's probe
   (dense or sparse, size ``d``), read once on the driver;
-- :meth:`TrainingColumns.select`: the columns as they travel to Python (dense vectors as
-  ``list<double>`` through ``vector_to_array``: about 6x faster through Arrow than the
-  ``VectorUDT`` struct; labels and weights as doubles), every name quoted;
+- :meth:`TrainingColumns.select`: the columns as they travel to Python (dense vectors as the
+  bytes of their values through the package's JVM function, :mod:`sparkml_scale.core.jvm`,
+  about 1.9x faster than ``list<double>`` through ``vector_to_array``, itself about 6x faster
+  through Arrow than the ``VectorUDT`` struct; ``vector_to_array`` where the session lacks the
+  function; labels and weights as doubles), every name quoted;
 - :func:`clean_blocks`: on the executors, per Arrow batch, the usable rows as numpy
   ``(X, y, w)``, while counting bad rows into a :class:`BadRows` vector: null vectors, vectors
   whose size is not the first row's (a batch holding one is skipped), NaN/inf features (the
@@ -31,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from .arrow import Block, VectorColumnError, lists_to_dense, numeric_to_numpy, vectors_to_block
+from .arrow import Block, VectorColumnError, bytes_to_dense, lists_to_dense, numeric_to_numpy, vectors_to_block
 
 __all__ = ["TrainingColumns", "BadRows", "clean_blocks", "probe_vectors", "vector_input", "DENSE_MIN_FILL"]
 
@@ -66,9 +68,11 @@ def _probe(df, features_col: str):
     return dense, int(v.size), (v.toArray().astype(np.float64) if dense else None), nnz
 
 
-def vector_input(features_col: str, dense: bool):
-    """Column expression that carries ``features_col`` to Python: ``list<double>`` via
-    ``vector_to_array`` when dense (nulls kept as nulls), else the ``VectorUDT`` struct."""
+def vector_input(features_col: str, dense: bool, bytes_function: Optional[str] = None):
+    """Column expression that carries ``features_col`` to Python: when dense, the bytes of
+    each vector's values through the JVM function ``bytes_function`` if given
+    (:func:`sparkml_scale.core.jvm.vector_bytes_function`), else ``list<double>`` via
+    ``vector_to_array``; when sparse, the ``VectorUDT`` struct.  Nulls stay nulls."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
@@ -77,6 +81,8 @@ def vector_input(features_col: str, dense: bool):
     fc = col(features_col)
     if not dense:
         return fc.alias("__features")
+    if bytes_function:
+        return F.call_function(bytes_function, fc).alias("__features")
     return F.when(fc.isNull(), F.lit(None)).otherwise(vector_to_array(fc)).alias("__features")
 
 
@@ -150,13 +156,20 @@ class TrainingColumns:
     first: Optional[np.ndarray] = None
     #: Stored values of the first vector (its size when dense), from :meth:`probe`.
     first_nnz: Optional[int] = None
+    #: SQL name of the vector-to-bytes JVM function dense vectors are read through (``None``:
+    #: ``vector_to_array``), set by :meth:`probe` (:mod:`sparkml_scale.core.jvm`).
+    bytes_function: Optional[str] = None
 
     def probe(self, df) -> "TrainingColumns":
-        """Read the first vector (one tiny Spark job); ``ValueError`` when there is none."""
+        """Read the first vector (one tiny Spark job); ``ValueError`` when there is none.  Dense
+        input is then read through the JVM vector-to-bytes function where the session has it."""
+        from .jvm import vector_bytes_function
+
         self.dense, self.size, self.first, self.first_nnz = _probe(df, self.features)
         if self.size is None:
             raise ValueError(f"column {self.features!r} ({self.features_param}): the DataFrame is empty "
                              "(no row with a non-null vector)")
+        self.bytes_function = vector_bytes_function(df.sparkSession) if self.dense else None
         return self
 
     def select(self, df):
@@ -164,7 +177,7 @@ class TrainingColumns:
         and weight as doubles when set."""
         from .schema import col
 
-        cols = [vector_input(self.features, self.dense)]
+        cols = [vector_input(self.features, self.dense, self.bytes_function)]
         if self.label:
             cols.append(col(self.label).cast("double").alias("__label"))
         if self.weight:
@@ -185,6 +198,8 @@ def _read_vectors(arr, cols: TrainingColumns, meta: np.ndarray):
     if len(arr) == 0:
         return None, valid
     try:
+        if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+            return bytes_to_dense(arr, cols.features, size=cols.size), valid
         if cols.dense:
             return lists_to_dense(arr, cols.features, size=cols.size), valid
         return vectors_to_block(arr, cols.features, size=cols.size, dense=False), valid
