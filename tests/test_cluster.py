@@ -174,8 +174,13 @@ def test_feature_hasher_equals_spark(spark):
 def test_pca_equals_mllib(spark, cancer):
     from pyspark.ml.feature import PCA as SparkPCA
 
+    from sparkml_scale.core import jvm
+    from sparkml_scale.core.training import TrainingColumns
     from sparkml_scale.feature import PCA
 
+    # the executors on the workers read the vectors through the package's JVM function (the jar
+    # reached them through spark.jars, or as a Connect session artifact), not vector_to_array
+    assert TrainingColumns(features="features").probe(cancer).bytes_function == jvm.FUNCTION
     ours = PCA(k=3, inputCol="features", outputCol="p").fit(cancer)
     theirs = SparkPCA(k=3, inputCol="features", outputCol="q").fit(cancer)
     np.testing.assert_allclose(ours.pc.toArray(), theirs.pc.toArray(), atol=1e-8)
