@@ -197,6 +197,10 @@ def test_dockerfile_installs_only_with_the_project_scripts():
             else:
                 assert not any("scripts/" in a for a in argv), f"run the project scripts with bash: {argv}"
     assert called == {"scripts/setup_env.sh", "scripts/install_horovod.sh"}, called
+    # The package's JVM function joins Spark's own jars (class path of every role, no --jars).
+    build_runs = " ".join(i["value"] for i in _instructions("RUN"))
+    assert "cp sparkml_scale/core/sparkml-scale-udf.jar .venv/lib/python3.11/site-packages/pyspark/jars/" in build_runs
+    assert (ROOT / "sparkml_scale" / "core" / "sparkml-scale-udf.jar").is_file()
     # Java from Debian, in the image that runs.
     final_runs = " ".join(i["value"] for i in _final_stage() if i["instruction"] == "RUN")
     assert "openjdk-17-jre-headless" in final_runs and "tini" in final_runs
