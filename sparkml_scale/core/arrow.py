@@ -139,14 +139,23 @@ def lists_to_dense(
     if arr.null_count:
         raise VectorColumnError(f"column {column!r} holds {arr.null_count} null vector(s)")
     offsets, values = _list_parts(arr)
-    lengths = np.diff(offsets)
-    d = int(lengths[0]) if n else (size or 0)
-    if n and (lengths != d).any():
+    d = _equal_sizes(np.diff(offsets), column, size)
+    return np.asarray(values, dtype=np.float64).reshape(n, d)
+
+
+def _equal_sizes(lengths: np.ndarray, column: str, size: Optional[int]) -> int:
+    """The vector size ``d`` that every row's length in ``lengths`` (values per row) must equal;
+    ``size`` when there is no row.  Raises ``VectorColumnError`` naming ``column`` for rows of
+    different sizes, or of a size other than ``size`` when it is given."""
+    if not len(lengths):
+        return size or 0
+    d = int(lengths[0])
+    if (lengths != d).any():
         other = int(lengths[lengths != d][0])
         raise VectorColumnError(f"column {column!r} holds vectors of different sizes ({d} and {other})")
-    if size is not None and n and d != size:
+    if size is not None and d != size:
         raise VectorColumnError(f"column {column!r} holds vectors of size {d}, expected {size}")
-    return np.asarray(values, dtype=np.float64).reshape(n, d)
+    return d
 
 
 def bytes_to_dense(
@@ -170,16 +179,11 @@ def bytes_to_dense(
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=off_type, count=n + 1,
                             offset=arr.offset * np.dtype(off_type).itemsize).astype(np.int64)
-    lengths = np.diff(offsets)
-    nbytes = int(lengths[0])
-    if (lengths != nbytes).any():
-        other = int(lengths[lengths != nbytes][0])
-        raise VectorColumnError(f"column {column!r} holds vectors of different sizes ({nbytes // 8} and {other // 8})")
-    if nbytes % 8:
-        raise VectorColumnError(f"column {column!r}: {nbytes} bytes per vector is not a whole number of doubles")
-    d = nbytes // 8
-    if size is not None and d != size:
-        raise VectorColumnError(f"column {column!r} holds vectors of size {d}, expected {size}")
+    nbytes = np.diff(offsets)
+    if (nbytes % 8).any():
+        raise VectorColumnError(f"column {column!r}: {int(nbytes[nbytes % 8 != 0][0])} bytes per vector "
+                                "is not a whole number of doubles")
+    d = _equal_sizes(nbytes // 8, column, size)
     if d == 0:
         return np.zeros((n, 0))
     X = np.frombuffer(bufs[2], dtype="<f8", count=n * d, offset=int(offsets[0])).reshape(n, d)

@@ -13,8 +13,8 @@ import os
 import re
 from typing import Dict, List, Optional
 
-__all__ = ["JARS_ENV", "DELTA_EXTENSION", "DELTA_CATALOG", "search_locations", "find_jars", "jar_conf",
-           "submit_args"]
+__all__ = ["JARS_ENV", "DELTA_EXTENSION", "DELTA_CATALOG", "search_locations", "find_jars", "merged_jars",
+           "jar_conf", "submit_args"]
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,18 @@ def find_jars(spark_version: Optional[str] = None) -> List[str]:
     return out
 
 
+def merged_jars(spark_jars: str, jars: List[str]) -> str:
+    """A ``spark.jars`` value: the comma-separated ``spark_jars`` followed by ``jars``."""
+    return ",".join([j for j in (spark_jars or "").split(",") if j] + list(jars))
+
+
 def jar_conf(spark_version: Optional[str] = None, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Spark settings adding the found jars (merged with ``base``'s ``spark.jars``/extensions)."""
     base = dict(base or {})
     jars = find_jars(spark_version)
     if not jars:
         return {}
-    conf = {"spark.jars": ",".join([j for j in base.get("spark.jars", "").split(",") if j] + jars)}
+    conf = {"spark.jars": merged_jars(base.get("spark.jars", ""), jars)}
     if any(_DELTA_SPARK.match(os.path.basename(j)) for j in jars):
         ext = [e for e in base.get("spark.sql.extensions", "").split(",") if e]
         if DELTA_EXTENSION not in ext:

@@ -4,7 +4,7 @@ Every fit reads its feature vectors through Arrow.  With ``vector_to_array`` (a
 ``list<double>``) Spark's Arrow writer copies each value one by one (a null check, a
 bounds check and a validity bit per element), which is most of the JVM-to-Python transfer:
 1,000,000 x 256 doubles take 2.6-2.8 s on 2 cores.  ``sparkml_scale_vector_to_bytes`` (the
-Java class ``sparkmlscale.VectorToBytes`` in ``sparkml-scale-udf.jar``, about 2 KB, built from
+Java class ``sparkmlscale.VectorToBytes`` in ``sparkml-scale-udf.jar``, 1.3 KB, built from
 ``jvm/src`` by ``scripts/build_udf_jar.sh``) turns each vector into the little-endian bytes of
 its dense values, so the writer copies one binary value per row: 1.4-1.5 s for the same rows,
 and Python reads a batch as one zero-copy ``(rows, d)`` float64 array
@@ -16,7 +16,8 @@ needs it (a temporary function, ``spark.udf.registerJavaFunction``, which works 
 Spark and Spark Connect).  The jar must be on the session's class path:
 
 - sessions started by :func:`sparkml_scale.core.session.get_session` get it in ``spark.jars``;
-  ``sparkml-scale jars`` prints it for ``spark-submit --jars``;
+- the Docker image has it among Spark's own jars; any other ``spark-submit`` needs
+  ``--jars`` with :data:`JAR` (``sparkml-scale jars`` lists only the optional jars);
 - a Spark Connect session gets it as a session artifact (``spark.addArtifacts``) when the
   server does not have it.
 

@@ -152,13 +152,13 @@ def get_session(
         if java_opts is not None:
             settings["spark.driver.extraJavaOptions"] = java_opts
         # Optional jars (Delta Lake) from jars/ or $SPARKML_SCALE_JARS: no --packages download needed.
-        from .jars import jar_conf
+        from .jars import jar_conf, merged_jars
         from .jvm import JAR
 
         settings.update(jar_conf(base=settings))
         # The package's own JVM function (vectors to Python as bytes, core/jvm.py).
         if os.path.isfile(JAR):
-            settings["spark.jars"] = ",".join([j for j in settings.get("spark.jars", "").split(",") if j] + [JAR])
+            settings["spark.jars"] = merged_jars(settings.get("spark.jars", ""), [JAR])
     for k, v in settings.items():
         if remote and (not k.startswith("spark.sql") or "fallback" in k):
             continue  # static settings cannot be changed through Connect
