@@ -17,7 +17,9 @@ What runs on the executors:
   rows or a wrong size); the module runs ``batch`` rows at a time under ``torch.no_grad()`` with
   ``threads`` torch threads, on CUDA when ``use_gpu`` ("auto"/"true"/"false", see
   :func:`sparkml_scale.torch.loop.pick_device`) asks and finds it.  Null feature rows give null
-  outputs.
+  outputs.  The worker's glibc malloc thresholds are pinned first
+  (:func:`sparkml_scale.torch.malloc.pin_malloc_thresholds`: activations reuse freed heap instead
+  of page-faulting fresh memory in every batch).
 - ``_outputs(out, kind)``: the new columns from the float64 outputs ``(n, k)``: ``kind="softmax"``:
   prediction (double, argmax) and probability (dense vectors, softmax); ``"sigmoid"``: prediction
   (1.0 when the logit > 0) and probability ``[1 - p, p]``; ``"raw"``: the output, double for
@@ -85,6 +87,9 @@ def _predict_columns(model_spec, state: bytes, key: str, kind: str, feats, col: 
     (null rows: null outputs), the module built once per Python worker (:func:`_cached_module`)."""
     import torch
 
+    from .malloc import pin_malloc_thresholds
+
+    pin_malloc_thresholds()  # once per worker process: activations reuse freed heap (see .malloc)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     module, device = _cached_module(model_spec, state, key, use_gpu)
@@ -140,7 +145,9 @@ def _calibrate_fn(module, example_shape, col: str, input_shape, batch: int, thre
         import torch
 
         from .compression import BACKEND
+        from .malloc import pin_malloc_thresholds
 
+        pin_malloc_thresholds()
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         prepared = BACKEND.prepare_static(module, torch.zeros((1,) + tuple(example_shape)))

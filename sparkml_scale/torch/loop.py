@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 

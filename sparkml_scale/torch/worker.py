@@ -89,7 +89,9 @@ def run_rank(spec: Dict[str, Any], data_path: str, rank: int, world: int, local_
     from .data import RankShard, ShardDataError, rank_batch_sizes, steps_per_epoch
     from .factory import build_module, freeze, make_optimizer
     from .loop import pick_device, train_epochs
+    from .malloc import pin_malloc_thresholds
 
+    pin_malloc_thresholds()  # activations and gradients reuse freed heap (see .malloc)
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     seed = int(spec["seed"])
