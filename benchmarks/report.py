@@ -68,6 +68,21 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
+def _numpy_blas() -> Optional[str]:
+    """numpy's BLAS and the kernels it picked for this CPU (``openblas Haswell``), by threadpoolctl."""
+    import importlib
+
+    try:
+        importlib.import_module("numpy")  # loads the BLAS that threadpoolctl inspects
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            return " ".join(str(x) for x in (lib.get("internal_api"), lib.get("architecture")) if x)
+    return None
+
+
 def machine() -> Dict[str, object]:
     """CPU model, cores, memory, OS, Java and the versions of the libraries timed."""
     cpu = re.search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.M)
@@ -77,8 +92,16 @@ def machine() -> Dict[str, object]:
         java = java.splitlines()[0] if java else None
     except (OSError, subprocess.SubprocessError):
         java = None
+    flags = re.search(r"^flags\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.M)
+    flags = set(flags.group(1).split()) if flags else set()
+    # The widest SIMD matters: MLlib's BLAS (jdk.incubator.vector) uses 512-bit vectors where the CPU
+    # has them, and ran about twice as fast on an AVX-512 host as on the one before it.
+    simd = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+                None)
     return {
         "cpu": cpu.group(1).strip() if cpu else platform.processor() or None,
+        "simd": simd,
+        "numpy_blas": _numpy_blas(),
         "cores": os.cpu_count(),
         "memory_gib": round(int(mem.group(1)) / 2**20, 1) if mem else None,
         "os": platform.platform(),
@@ -92,7 +115,9 @@ def commit() -> Optional[str]:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        # the run's own output (benchmarks/results, the README table) does not count as a change
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results", ":(exclude)README.md"], cwd=ROOT,
                                capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -152,7 +177,8 @@ def markdown(report: Dict[str, object]) -> str:
     m = report["machine"]
     lines = [
         f"Benchmarks run {report['date']} (size `{report['size']}`, commit {report.get('commit') or '?'}) on "
-        f"{m.get('cpu') or 'an unknown CPU'}, {m.get('cores')} cores, {m.get('memory_gib')} GiB; "
+        f"{m.get('cpu') or 'an unknown CPU'}{' (' + m['simd'] + ')' if m.get('simd') else ''}, {m.get('cores')} cores, "
+        f"{m.get('memory_gib')} GiB; numpy BLAS {m.get('numpy_blas') or '?'}; "
         f"local[2]; Python {m.get('python')}, pyspark {m.get('pyspark')}, torch {m.get('torch')}, "
         f"{m.get('java') or 'Java ?'}. Ratio = ours / anchor, seconds from the same run (< 1 is faster); "
         "the target is the largest ratio promised.",
