@@ -4,10 +4,13 @@ Why: every layer of a forward (and backward) pass allocates its output afresh; a
 Fashion-MNIST images makes about 40 MB of activations.  glibc gives freed heap memory back to the
 kernel as soon as more than ``M_TRIM_THRESHOLD`` bytes sit free at the heap's top (dynamically
 2x the largest freed block, 25.6 MB for that CNN), so the next batch takes a page fault on every
-4 KiB page it writes again.  Measured here (2-core EPYC, torch 2.13 CPU, small_cnn width 16, batch
-256): one torch thread, 10,000 images: 1.28 s a pass, 0.72 s with the thresholds pinned; two
-threads, 20,000 images: 0.98 -> 0.73 s; one training epoch of 10,000 images (batch 64, Adam):
-0.90 -> 0.57 s.  The usual cure is another allocator (jemalloc, tcmalloc) by ``LD_PRELOAD``, which a
+4 KiB page it writes again.  Measured in a plain Python process (2-core EPYC, torch 2.13 CPU,
+small_cnn width 16, batch 256): one torch thread, 10,000 images: 1.28 s a pass, 0.72 s with the
+thresholds pinned; two threads, 20,000 images: 0.98 -> 0.73 s; one training epoch of 10,000 images
+(batch 64, Adam): 0.90 -> 0.57 s.  In a Spark Python worker the unpinned state depends on what the
+worker freed before (a large freed block raises glibc's dynamic thresholds): unpinned, one worker
+read 0.89-0.96 s per 10,000 images where its sibling read 0.70-0.73 s; pinning removes that
+dependence rather than adding speed to a worker already in the fast state.  The usual cure is another allocator (jemalloc, tcmalloc) by ``LD_PRELOAD``, which a
 library cannot do to Spark's Python workers; ``mallopt`` is the same cure inside the process.
 
 :func:`pin_malloc_thresholds` sets ``M_MMAP_THRESHOLD`` to 32 MiB (glibc's own upper bound for its
