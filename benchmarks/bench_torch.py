@@ -155,13 +155,18 @@ def _plumbing_model(d, batch_size):
     Fashion-MNIST rows: 0.16 GFLOP).  Its time is what Spark and our code spend besides the model."""
     import torch
 
-    from sparkml_scale.torch import TorchModel
     from sparkml_scale.torch.models import mlp
 
     torch.manual_seed(0)
-    factory = functools.partial(mlp, d, [], 10)
+    return _torch_model(functools.partial(mlp, d, [], 10), inferenceBatchSize=batch_size)
+
+
+def _torch_model(factory, **params):
+    """A ``TorchModel`` of ``factory()``'s weights as built now (10 outputs, features ``pixels``)."""
+    from sparkml_scale.torch import TorchModel
+
     tm = TorchModel._create(_state_bytes(factory().state_dict()), [], 10, "none", False, None)
-    return tm._set(model=factory, featuresCol="pixels", inferenceBatchSize=batch_size)
+    return tm._set(model=factory, featuresCol="pixels", **params)
 
 
 def _floor(module, X, batch_size, threads):
@@ -248,7 +253,7 @@ def main(argv=None):
 
     from sparkml_scale.core.session import get_session
     from sparkml_scale.datasets import load_fashion_mnist
-    from sparkml_scale.torch import TorchEstimator, TorchModel
+    from sparkml_scale.torch import TorchEstimator
     from sparkml_scale.torch.launch import horovod_available
     from sparkml_scale.torch.malloc import pin_malloc_thresholds
     from sparkml_scale.torch.models import mlp, small_cnn
@@ -333,8 +338,7 @@ def main(argv=None):
 
         torch.manual_seed(0)
         mlp_factory = functools.partial(mlp, 64, [512, 512], 10)
-        mlp_model = TorchModel._create(_state_bytes(mlp_factory().state_dict()), [], 10, "none", False, None)
-        mlp_model._set(model=mlp_factory, featuresCol="pixels")
+        mlp_model = _torch_model(mlp_factory)
         Xi = np.ascontiguousarray(X[: args.infer_rows])
         # (case, model, factory, rows, input shape, targets?)
         cases = [("cnn", model, cnn, Xi.reshape(-1, 1, 28, 28), (1, 28, 28), True),

@@ -85,14 +85,15 @@ def _numpy_blas() -> Optional[str]:
 
 def machine() -> Dict[str, object]:
     """CPU model, cores, memory, OS, Java and the versions of the libraries timed."""
-    cpu = re.search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.M)
+    cpuinfo = _read("/proc/cpuinfo")
+    cpu = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
     mem = re.search(r"^MemTotal:\s*(\d+) kB", _read("/proc/meminfo"), re.M)
     try:
         java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30).stderr
         java = java.splitlines()[0] if java else None
     except (OSError, subprocess.SubprocessError):
         java = None
-    flags = re.search(r"^flags\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
     flags = set(flags.group(1).split()) if flags else set()
     # The widest SIMD matters: MLlib's BLAS (jdk.incubator.vector) uses 512-bit vectors where the CPU
     # has them, and ran about twice as fast on an AVX-512 host as on the one before it.

@@ -23,6 +23,7 @@ __all__ = [
     "block_to_vectors",
     "dense_to_vectors",
     "bytes_to_dense",
+    "binary_offsets",
     "numeric_to_numpy",
     "VectorColumnError",
 ]
@@ -59,6 +60,15 @@ def _list_parts(arr: pa.ListArray):
     start = offsets[0]
     flat = arr.values.slice(start, offsets[-1] - start).to_numpy(zero_copy_only=False)
     return offsets - start, flat
+
+
+def binary_offsets(arr: pa.Array) -> np.ndarray:
+    """The ``len(arr) + 1`` value offsets (int64) of a binary or string array (``large_`` types too)
+    into its data buffer ``arr.buffers()[2]``, honouring slices (not rebased to 0)."""
+    large = pa.types.is_large_binary(arr.type) or pa.types.is_large_string(arr.type)
+    t = np.int64 if large else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=t, count=arr.offset + len(arr) + 1)[arr.offset:]
+    return offsets.astype(np.int64, copy=False)
 
 
 def vectors_to_block(
@@ -175,10 +185,7 @@ def bytes_to_dense(
         raise VectorColumnError(f"column {column!r} holds {arr.null_count} null vector(s)")
     if n == 0:
         return np.zeros((0, size or 0))
-    off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=off_type, count=n + 1,
-                            offset=arr.offset * np.dtype(off_type).itemsize).astype(np.int64)
+    offsets = binary_offsets(arr)
     nbytes = np.diff(offsets)
     if (nbytes % 8).any():
         raise VectorColumnError(f"column {column!r}: {int(nbytes[nbytes % 8 != 0][0])} bytes per vector "
@@ -186,7 +193,7 @@ def bytes_to_dense(
     d = _equal_sizes(nbytes // 8, column, size)
     if d == 0:
         return np.zeros((n, 0))
-    X = np.frombuffer(bufs[2], dtype="<f8", count=n * d, offset=int(offsets[0])).reshape(n, d)
+    X = np.frombuffer(arr.buffers()[2], dtype="<f8", count=n * d, offset=int(offsets[0])).reshape(n, d)
     if not X.flags.aligned:
         X = X.copy()
     return X.astype(np.float64, copy=False)

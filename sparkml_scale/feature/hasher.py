@@ -24,7 +24,7 @@ from pyspark.ml.param.shared import HasInputCols, HasNumFeatures, HasOutputCol
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from ..core.arrow import block_to_vectors
+from ..core.arrow import binary_offsets, block_to_vectors
 from ..core.display import ReadableRepr, detail
 from ..core.persistence import ParamsReadWrite
 from ..core.session import vector_arrow_udf
@@ -103,21 +103,20 @@ def murmur3_32(values: pa.Array, prefix: bytes = b"", seed: int = SEED) -> np.nd
     m = len(values)
     if m == 0:
         return np.empty(0, dtype=np.int32)
-    _, offs_buf, data_buf = values.buffers()
-    offs = np.frombuffer(offs_buf, dtype=np.int32, count=values.offset + m + 1)[values.offset:]
+    offs = binary_offsets(values)
     start, end = int(offs[0]), int(offs[-1])
     p = len(prefix)
-    vlen = np.diff(offs).astype(np.int64)
+    vlen = np.diff(offs)
     lens = vlen + p
     width = (int(lens.max()) + 3) // 4
     mat = np.zeros((m, width * 4), dtype=np.uint8)
     if p:
         mat[:, :p] = np.frombuffer(prefix, dtype=np.uint8)
     if end > start:
-        data = np.frombuffer(data_buf, dtype=np.uint8, count=end)[start:]
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8, count=end)[start:]
         # row-major flat positions of every value byte in the matrix
         pos = np.arange(end - start, dtype=np.int64)
-        pos += np.repeat(np.arange(m, dtype=np.int64) * (width * 4) + p - (offs[:-1].astype(np.int64) - start), vlen)
+        pos += np.repeat(np.arange(m, dtype=np.int64) * (width * 4) + p - (offs[:-1] - start), vlen)
         mat.ravel()[pos] = data
     blocks = mat.view("<u4")
     h = np.full(m, seed & 0xFFFFFFFF, dtype=np.uint32)
@@ -149,8 +148,7 @@ def _hash_values(prefix: bytes, values: pa.Array, n: int, signed: bool) -> Tuple
             and (pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_integer(t))):
         if pa.types.is_integer(t):
             values = values.cast(pa.string())  # decimal digits, as Java's Long.toString
-        offs = np.frombuffer(values.buffers()[1], dtype=np.int32, count=values.offset + len(values) + 1)
-        if int(np.diff(offs[values.offset:]).max()) + len(prefix) <= _VECTOR_HASH_MAX_LEN:
+        if int(np.diff(binary_offsets(values)).max()) + len(prefix) <= _VECTOR_HASH_MAX_LEN:
             idx = np.mod(murmur3_32(values, prefix, SEED).astype(np.int64), n)
             if signed:
                 val = np.where(murmur3_32(values, prefix, SIGN_SEED) < 0, -1.0, 1.0)

@@ -87,11 +87,7 @@ def _predict_columns(model_spec, state: bytes, key: str, kind: str, feats, col: 
     (null rows: null outputs), the module built once per Python worker (:func:`_cached_module`)."""
     import torch
 
-    from .malloc import pin_malloc_thresholds
-
-    pin_malloc_thresholds()  # once per worker process: activations reuse freed heap (see .malloc)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    _prepare_worker(threads)
     module, device = _cached_module(model_spec, state, key, use_gpu)
     valid, X = _valid_features(feats, col, input_shape)
     outs = []
@@ -108,6 +104,18 @@ def _predict_columns(model_spec, state: bytes, key: str, kind: str, feats, col: 
         take = pa.array(idx, mask=~valid)
         new = [a.take(take) for a in new]
     return new
+
+
+def _prepare_worker(threads: int) -> None:
+    """Before a worker's forward passes: glibc's malloc thresholds pinned (once per process, see
+    :mod:`sparkml_scale.torch.malloc`) and ``threads`` torch threads."""
+    import torch
+
+    from .malloc import pin_malloc_thresholds
+
+    pin_malloc_thresholds()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def _tensor(x: np.ndarray):
@@ -145,11 +153,8 @@ def _calibrate_fn(module, example_shape, col: str, input_shape, batch: int, thre
         import torch
 
         from .compression import BACKEND
-        from .malloc import pin_malloc_thresholds
 
-        pin_malloc_thresholds()
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+        _prepare_worker(threads)
         prepared = BACKEND.prepare_static(module, torch.zeros((1,) + tuple(example_shape)))
         rows = 0
         for b in batches:

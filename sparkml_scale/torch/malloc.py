@@ -10,8 +10,9 @@ thresholds pinned; two threads, 20,000 images: 0.98 -> 0.73 s; one training epoc
 (batch 64, Adam): 0.90 -> 0.57 s.  In a Spark Python worker the unpinned state depends on what the
 worker freed before (a large freed block raises glibc's dynamic thresholds): unpinned, one worker
 read 0.89-0.96 s per 10,000 images where its sibling read 0.70-0.73 s; pinning removes that
-dependence rather than adding speed to a worker already in the fast state.  The usual cure is another allocator (jemalloc, tcmalloc) by ``LD_PRELOAD``, which a
-library cannot do to Spark's Python workers; ``mallopt`` is the same cure inside the process.
+dependence rather than adding speed to a worker already in the fast state.  The usual cure is
+another allocator (jemalloc, tcmalloc) by ``LD_PRELOAD``, which a library cannot do to Spark's
+Python workers; ``mallopt`` is the same cure inside the process.
 
 :func:`pin_malloc_thresholds` sets ``M_MMAP_THRESHOLD`` to 32 MiB (glibc's own upper bound for its
 dynamic threshold on 64-bit, ``DEFAULT_MMAP_THRESHOLD_MAX``) and ``M_TRIM_THRESHOLD`` to 64 MiB
