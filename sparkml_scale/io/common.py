@@ -119,6 +119,14 @@ def to_utc_datetime(value, param: str = "timestamp") -> _dt.datetime:
     return out.astimezone(_dt.timezone.utc)
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def utc_millis(t: _dt.datetime) -> int:
+    """An aware datetime as whole epoch milliseconds, rounded down (exact: no float)."""
+    return (t - _EPOCH) // _dt.timedelta(milliseconds=1)
+
+
 def iso_utc(ms: Optional[int]) -> Optional[str]:
     """Epoch milliseconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
     if ms is None:

@@ -31,6 +31,7 @@ from .common import (
     first_line,
     iso_utc,
     to_utc_datetime,
+    utc_millis,
 )
 
 
@@ -60,8 +61,7 @@ def read(spark, path: str, version: Optional[int], timestamp) -> Tuple[DataFrame
             raise ValueError(f"version={version} does not exist in the Delta table at {path!r} (latest: {latest})")
         v = version
     elif timestamp is not None:
-        ts = to_utc_datetime(timestamp)
-        ms = int(ts.timestamp() * 1000)
+        ms = utc_millis(to_utc_datetime(timestamp))
         row = hist.filter(F.col("ts_ms") <= ms).agg(F.max("version")).collect()[0][0]
         if row is None:
             first = hist.orderBy("version").first()

@@ -123,6 +123,11 @@ def read_table(spark, path, format: str = "delta", version: Optional[int] = None
     timestamp : str, datetime or date, optional
         Delta only: time travel to the last commit at or before this time (ISO 8601
         string or datetime; naive times are UTC).  Not together with ``version``.
+        A commit's time is the one the table's history shows and the lineage record
+        carries (``TableLineage.timestamp``), on both engines, so reading at a
+        record's timestamp gives its version back.  (delta-rs's own
+        ``load_as_version(datetime)`` goes by the log files' modification times,
+        which can be milliseconds later.)
     options : dict, optional
         Extra Spark reader options (Parquet/CSV).
     engine : {"delta-spark", "delta-rs"}, optional
