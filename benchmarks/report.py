@@ -1,7 +1,7 @@
 """Run every benchmark at one size and write one report: JSON, Markdown and a PNG chart of the ratios.
 
     .venv/bin/python -m benchmarks [--size small|full] [--only hasher,lr] [--skip drift] [--out DIR] [--readme]
-    .venv/bin/python -m benchmarks --from-json DIR/report.json [--readme]     # re-render only
+    .venv/bin/python -m benchmarks --from-json DIR/report.json [--out D] [--readme]  # re-render only (into DIR, or D)
 
 Each benchmark (``BENCHMARKS``) runs as its own process (its own SparkSession and JVM, one after
 another, never two at once) with ``--size SIZE --json ROWS``, and writes the common rows of
@@ -123,6 +123,14 @@ def commit() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return (head + ("+changes" if dirty else "")) or None
+
+
+def _either_changed(before: Optional[str], after: Optional[str]) -> Optional[str]:
+    """The commit the run started on, ``+changes`` if the code was changed at its start or by its end."""
+    if before is None or after is None:
+        return before or after
+    changed = before != after or before.endswith("+changes")
+    return before.split("+")[0] + ("+changes" if changed else "")
 
 
 # ------------------------------------------------------------------ running
@@ -267,7 +275,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="small: a quick look (minutes each); full: the sizes the targets are stated at")
     ap.add_argument("--only", default=None, help=f"comma list of benchmarks to run, of {', '.join(NAMES)}")
     ap.add_argument("--skip", default=None, help="comma list of benchmarks not to run")
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="output folder")
+    ap.add_argument("--out", default=None,
+                    help="output folder (default: benchmarks/results; with --from-json, the JSON's folder)")
     ap.add_argument("--readme", action="store_true", help="also put the table into README.md")
     ap.add_argument("--from-json", default=None, help="re-render this report.json (run nothing)")
     args = ap.parse_args(argv)
@@ -284,16 +293,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if unknown:
                     ap.error(f"unknown benchmark(s) {unknown}; the benchmarks are {NAMES}")
                 chosen = [n for n in chosen if (n in names) == keep]
+        out = args.out or os.path.join(ROOT, "benchmarks", "results")
+        code0 = commit()  # before and after the run: code edited while it ran is flagged too
         load0 = os.getloadavg()
         started = _dt.datetime.now(_dt.timezone.utc)
-        runs = [run_benchmark(n, s, args.size, args.out, TIMEOUT_S[args.size]) for n, s, _ in BENCHMARKS
+        runs = [run_benchmark(n, s, args.size, out, TIMEOUT_S[args.size]) for n, s, _ in BENCHMARKS
                 if n in chosen]
         report = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "size": args.size, "machine": machine(),
-                  "commit": commit(), "load_average_start": load0, "load_average_end": os.getloadavg(),
+                  "commit": _either_changed(code0, commit()), "load_average_start": load0, "load_average_end": os.getloadavg(),
                   "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "benchmarks": [dict(r, rows=len(r["rows"])) for r in runs],  # rows: how many
                   "rows": [row for r in runs for row in r["rows"]]}
-    out_dir = os.path.dirname(os.path.abspath(args.from_json)) if args.from_json else args.out
+    out_dir = args.out or (os.path.dirname(os.path.abspath(args.from_json)) if args.from_json
+                           else os.path.join(ROOT, "benchmarks", "results"))
     md = write_report(report, out_dir)
     print()
     print(md)

@@ -109,6 +109,17 @@ def test_from_json_rerenders_without_running(tmp_path):
     rows[0] = dict(result_row("a", 3.0, "Spark", 2.0, target=0.7, check_ok=True), benchmark="hasher")
     src.write_text(json.dumps(_report(rows)))
     assert rep.main(["--from-json", str(src)]) == 1  # a target not met: exit 1
+    other = tmp_path / "elsewhere"
+    assert rep.main(["--from-json", str(src), "--out", str(other)]) == 1  # --out is honoured
+    assert (other / "report.md").exists() and (other / "ratios.png").exists()
+
+
+def test_commit_is_flagged_when_the_code_changed_at_the_start_or_by_the_end():
+    assert rep._either_changed("abc1234", "abc1234") == "abc1234"
+    assert rep._either_changed("abc1234+changes", "abc1234") == "abc1234+changes"
+    assert rep._either_changed("abc1234", "abc1234+changes") == "abc1234+changes"
+    assert rep._either_changed("abc1234", "def5678") == "abc1234+changes"  # HEAD moved while it ran
+    assert rep._either_changed(None, "abc1234") == "abc1234"
 
 
 @pytest.mark.parametrize("name,script", [(b[0], b[1]) for b in rep.BENCHMARKS])
