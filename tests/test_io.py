@@ -112,6 +112,18 @@ def test_time_travel_schema_and_lineage_on_a_delta_rs_table(spark, tmp_path):
     assert lineage_of(spark.range(3)) == []
 
 
+def test_version_at_is_the_last_commit_at_or_before_the_time_on_both_engines():
+    from sparkml_scale.io.common import iso_utc, version_at
+
+    commits = [(0, 1_000), (1, 2_000), (2, 1_900), (3, None)]  # v2's time before v1's (clock skew); v3 unknown
+    assert version_at(commits, iso_utc(1_000), "t") == (0, 1_000)
+    assert version_at(commits, iso_utc(1_899), "t") == (0, 1_000)
+    assert version_at(commits, iso_utc(1_900), "t") == (2, 1_900)
+    assert version_at(commits, dt.datetime(2030, 1, 1), "t") == (2, 1_900)
+    with pytest.raises(ValueError, match=r"timestamp='1970-01-01T00:00:00.999Z' is before the first .*version 0"):
+        version_at(commits, iso_utc(999), "t")
+
+
 @pytest.mark.connect
 def test_read_errors_name_the_parameter(spark, tmp_path):
     path = str(tmp_path / "t")

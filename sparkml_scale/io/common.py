@@ -127,6 +127,25 @@ def utc_millis(t: _dt.datetime) -> int:
     return (t - _EPOCH) // _dt.timedelta(milliseconds=1)
 
 
+def version_at(commits: Iterable[Tuple[int, int]], timestamp, path: str) -> Tuple[int, int]:
+    """Delta time travel by time, for both engines: the last version whose commit time is at or
+    before ``timestamp``.
+
+    ``commits`` are ``(version, commit time in epoch ms)`` pairs as the table's history shows them
+    (the times the lineage record carries, so a record's timestamp reads back its version).  Returns
+    ``(version, its commit ms)``; raises ValueError naming ``timestamp=`` when it is before the first
+    available commit.
+    """
+    ms = utc_millis(to_utc_datetime(timestamp))
+    commits = [(int(v), int(t)) for v, t in commits if v is not None and t is not None]
+    at_or_before = [c for c in commits if c[1] <= ms]
+    if not at_or_before:
+        first_v, first_ms = min(commits) if commits else (None, None)
+        raise ValueError(f"timestamp={timestamp!r} is before the first available commit of the Delta table at "
+                         f"{path!r} ({iso_utc(first_ms)}, version {first_v})")
+    return max(at_or_before)
+
+
 def iso_utc(ms: Optional[int]) -> Optional[str]:
     """Epoch milliseconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
     if ms is None:

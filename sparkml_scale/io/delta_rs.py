@@ -50,13 +50,11 @@ from .common import (
     conform_for_append,
     filesystem,
     first_line,
-    iso_utc,
     path_has_entries,
     quote_col,
     remove_paths,
     spark_path,
-    to_utc_datetime,
-    utc_millis,
+    version_at,
 )
 
 log = logging.getLogger(__name__)
@@ -154,20 +152,14 @@ def read(spark, path: str, version: Optional[int], timestamp, storage_options=No
         except Exception as exc:  # noqa: BLE001 - log entries cleaned up by retention
             raise ValueError(f"version={version} of the Delta table at {path!r} cannot be loaded: {first_line(exc)}") from None
     elif timestamp is not None:
-        ms = utc_millis(to_utc_datetime(timestamp))
-        history = [h for h in dt.history() if h.get("version") is not None and h.get("timestamp") is not None]
-        at_or_before = [h["version"] for h in history if h["timestamp"] <= ms]
-        if not at_or_before:
-            first = min(history, key=lambda h: h["version"])
-            raise ValueError(f"timestamp={timestamp!r} is before the first available commit of the Delta table at "
-                             f"{path!r} ({iso_utc(first['timestamp'])}, version {first['version']})")
-        # The version is resolved from the commit times that history() shows and the lineage record
-        # reports, as the delta-spark engine does, not by load_as_version(datetime): delta-rs resolves
-        # that by the log files' modification times, which under load land milliseconds after the
-        # commit's own timestamp, so "1 ms after version 1's commit time" read version 0.
+        # Resolved from the commit times that history() shows and the lineage record carries
+        # (io.common.version_at, as on the delta-spark engine), not by load_as_version(datetime):
+        # delta-rs resolves that by the log files' modification times, which under load land
+        # milliseconds after the commit's own timestamp ("1 ms after version 1's commit" read 0).
+        v, _ = version_at(((h.get("version"), h.get("timestamp")) for h in dt.history()), timestamp, path)
         # Time travel on a second handle: `head` keeps the latest snapshot for the commit times below.
         dt = _open(path, storage_options)
-        dt.load_as_version(int(max(at_or_before)))
+        dt.load_as_version(v)
     v = dt.version()
     _check_readable(dt, path)
     adds = _add_actions(dt, path)

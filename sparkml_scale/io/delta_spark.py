@@ -29,9 +29,7 @@ from .common import (
     check_writable_schema,
     conform_for_append,
     first_line,
-    iso_utc,
-    to_utc_datetime,
-    utc_millis,
+    version_at,
 )
 
 
@@ -54,29 +52,23 @@ def _history(spark, path: str) -> DataFrame:
 
 
 def read(spark, path: str, version: Optional[int], timestamp) -> Tuple[DataFrame, Dict]:
-    hist = _history(spark, path)
-    latest = hist.agg(F.max("version")).collect()[0][0]
+    # the history's (version, commit ms): one small job, a row per commit, no table data
+    commits = {int(r["version"]): r["ts_ms"] for r in _history(spark, path).select("version", "ts_ms").collect()}
+    latest = max(commits)
     if version is not None:
         if version > latest:
             raise ValueError(f"version={version} does not exist in the Delta table at {path!r} (latest: {latest})")
         v = version
     elif timestamp is not None:
-        ms = utc_millis(to_utc_datetime(timestamp))
-        row = hist.filter(F.col("ts_ms") <= ms).agg(F.max("version")).collect()[0][0]
-        if row is None:
-            first = hist.orderBy("version").first()
-            raise ValueError(f"timestamp={timestamp!r} is before the first available commit of the Delta table at "
-                             f"{path!r} ({iso_utc(first['ts_ms'])}, version {first['version']})")
-        v = int(row)
+        v, _ = version_at(commits.items(), timestamp, path)
     else:
-        v = int(latest)
-    ts_row = hist.filter(F.col("version") == v).select("ts_ms").collect()
+        v = latest
     try:
         df = spark.read.format("delta").option("versionAsOf", v).load(path)
         df.schema
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"version {v} of the Delta table at {path!r} cannot be read: {first_line(exc)}") from None
-    return df, {"version": v, "timestamp_ms": ts_row[0][0] if ts_row else None}
+    return df, {"version": v, "timestamp_ms": commits.get(v)}
 
 
 def write(df: DataFrame, path: str, mode: str, partition_by: Optional[Sequence[str]], overwrite_schema: bool) -> Dict:
